@@ -1,0 +1,5 @@
+"""Allows ``python -m frauddetect``."""
+
+from frauddetect.cli import main
+
+raise SystemExit(main())
