@@ -1,0 +1,405 @@
+"""The Spark Structured Streaming job: Kafka -> micro-batches -> features, scores -> lake, alerts, quarantine.
+
+Wiring only; the logic of a micro-batch is :class:`frauddetect.pipeline.MicroBatchProcessor`.
+
+Exactly-once, per micro-batch ``N`` (Spark replays an uncommitted batch with the same offsets after a
+crash, because its offsets are checkpointed before the batch runs):
+
+1. the feature state is the one saved after batch ``N-1`` (reloaded if the job restarted or replays);
+2. lake files are named after ``N`` and overwritten on replay (same rows, same features, same scores);
+3. alerts and quarantine records go to Kafka unless the marker ``sinks/batch-N.done`` exists, then the
+   marker is written; a crash between the flush and the marker can repeat them on the topic, and the
+   alert Lambda's idempotency (keyed by transaction id) keeps SNS at exactly once;
+4. the state after ``N`` and the cumulative progress are written last.
+
+On AWS Glue the source is Spark's own ``format("kafka")`` (MSK); locally it is the Python data source in
+``frauddetect.kafka_source`` with the same columns, so nothing after the source differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from confluent_kafka import Producer
+from pydantic import BaseModel, Field
+
+from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
+from frauddetect.features import FeatureState, to_epoch_us
+from frauddetect import kafka_io
+from frauddetect.pipeline import BatchCounts, BatchResult, MicroBatchProcessor, Scorer
+
+log = logging.getLogger("frauddetect.streaming")
+
+LAKE_TABLES = ("scored_transactions", "alerts", "labels", "quarantine")
+
+
+class JobConfig(BaseModel):
+    """Settings of one streaming job run (CLI flags locally, Glue job arguments on AWS)."""
+
+    bootstrap_servers: str
+    lake_uri: str = Field(description="local path or s3://bucket/prefix of the data lake")
+    checkpoint_uri: str = Field(description="local path or s3:// prefix for Spark's and the job's checkpoints")
+    model_dir: str = Field(description="directory holding the exported model (TF Serving layout)")
+    threshold: float | None = Field(default=None, description="alert threshold; default from model metadata")
+    state_bootstrap: str | None = Field(default=None, description="Parquet history to seed the feature state")
+    source_format: str = Field(default="kafka_confluent", description="'kafka' on Glue (MSK)")
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = 50_000
+    trigger_seconds: float = 0.0
+    allowed_lateness_seconds: int = 3_600
+    kafka_options: dict[str, str] = Field(default_factory=dict, description="extra kafka.* source options")
+    run_seconds: float | None = Field(default=None, description="stop after this long (None: until SIGTERM)")
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+        return pafs.LocalFileSystem(), str(Path(uri).resolve())
+    return pafs.FileSystem.from_uri(uri)
+
+
+class CheckpointStore:
+    """Feature state and cumulative progress per micro-batch, next to Spark's checkpoint.
+
+    Files: ``state/state-<N>.arrow`` (Arrow IPC) and ``state/progress-<N>.json``; the last ``keep`` are kept.
+    """
+
+    def __init__(self, uri: str, keep: int = 3):
+        self.fs, root = _fs(uri)
+        self.root = f"{root}/state"
+        self.fs.create_dir(self.root, recursive=True)
+        self.keep = keep
+
+    def _path(self, kind: str, batch_id: int, ext: str) -> str:
+        return f"{self.root}/{kind}-{batch_id:010d}.{ext}"
+
+    def latest(self) -> int | None:
+        """The newest batch id whose progress file exists (state and progress complete), else None."""
+        ids = [
+            int(Path(i.path).stem.split("-")[1])
+            for i in self.fs.get_file_info(pafs.FileSelector(self.root))
+            if Path(i.path).name.startswith("progress-")
+        ]
+        return max(ids) if ids else None
+
+    def load(self, batch_id: int, **settings) -> tuple[FeatureState, dict]:
+        """State and progress saved after ``batch_id``. Raises FileNotFoundError if absent."""
+        with self.fs.open_input_file(self._path("state", batch_id, "arrow")) as f:
+            table = pa.ipc.open_file(f).read_all()
+        with self.fs.open_input_stream(self._path("progress", batch_id, "json")) as f:
+            progress = json.loads(f.read())
+        return FeatureState.from_arrow(table, **settings), progress
+
+    def save(self, batch_id: int, state: FeatureState, progress: dict) -> None:
+        """Write state then progress (the progress file marks the batch complete), prune old ones."""
+        table = state.to_arrow()
+        tmp = self._path("state", batch_id, "arrow.tmp")
+        with self.fs.open_output_stream(tmp) as f, pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+        self.fs.move(tmp, self._path("state", batch_id, "arrow"))
+        tmp = self._path("progress", batch_id, "json.tmp")
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(progress).encode())
+        self.fs.move(tmp, self._path("progress", batch_id, "json"))
+        for kind, ext in (("state", "arrow"), ("progress", "json")):
+            old = self._path(kind, batch_id - self.keep, ext)
+            if self.fs.get_file_info(old).type != pafs.FileType.NotFound:
+                self.fs.delete_file(old)
+
+
+class LakeWriter:
+    """Parquet tables partitioned by ``event_date``; file names carry the batch id so a replay overwrites."""
+
+    def __init__(self, lake_uri: str):
+        self.fs, self.root = _fs(lake_uri)
+
+    def write(self, table_name: str, frame: pd.DataFrame, batch_id: int) -> None:
+        """Write ``frame`` (must have an ``event_date`` column) as batch ``batch_id`` of ``table_name``."""
+        if frame.empty:
+            return
+        pads.write_dataset(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            f"{self.root}/{table_name}",
+            filesystem=self.fs,
+            format="parquet",
+            partitioning=pads.partitioning(pa.schema([("event_date", pa.string())]), flavor="hive"),
+            basename_template=f"batch-{batch_id:010d}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+
+
+class KafkaSinks:
+    """Alerts to ``fraud-alerts`` and quarantine records to ``quarantine``, once per batch (marker files)."""
+
+    def __init__(self, bootstrap_servers: str, checkpoint_uri: str):
+        self.producer = Producer(kafka_io.producer_config(bootstrap_servers, **{"enable.idempotence": True}))
+        self.fs, root = _fs(checkpoint_uri)
+        self.root = f"{root}/sinks"
+        self.fs.create_dir(self.root, recursive=True)
+
+    def publish(self, batch_id: int, result: BatchResult) -> None:
+        """Produce and flush the batch's alerts and quarantine records, unless already done."""
+        marker = f"{self.root}/batch-{batch_id:010d}.done"
+        if self.fs.get_file_info(marker).type != pafs.FileType.NotFound:
+            log.info("batch %s: alerts already published before a restart, not repeated", batch_id)
+            return
+        for alert in result.alerts:
+            self.producer.produce(ALERTS_TOPIC, key=alert["transaction_id"], value=json.dumps(alert))
+        for rec in result.quarantine.to_dict("records"):
+            rec["quarantined_at"] = rec["quarantined_at"].isoformat()
+            self.producer.produce(QUARANTINE_TOPIC, key=rec.get("key"), value=json.dumps(rec, default=str))
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"batch {batch_id}: {remaining} alert/quarantine records not acknowledged")
+        with self.fs.open_output_stream(marker) as f:
+            f.write(b"")
+
+
+def load_bootstrap_state(path: str, **settings) -> FeatureState:
+    """Seed a feature state from a history table (Parquet, e.g. the lake's recent scored rows + labels).
+
+    Columns: ``transaction_id``, ``tx_datetime`` (UTC), ``customer_id``, ``terminal_id``, ``tx_amount``,
+    optional ``tx_fraud`` (0/1) with ``labeled_at`` (UTC; null = label not known yet).
+    """
+    hist = pd.read_parquet(path)
+    state = FeatureState(**settings)
+    frame = pd.DataFrame(
+        {
+            "transaction_id": hist["transaction_id"].astype(str).to_numpy(dtype=object),
+            "customer_id": hist["customer_id"].astype(str).to_numpy(dtype=object),
+            "terminal_id": hist["terminal_id"].astype(str).to_numpy(dtype=object),
+            "time_us": to_epoch_us(hist["tx_datetime"]),
+            "tx_amount": hist["tx_amount"].to_numpy(dtype=np.float64),
+        }
+    )
+    order = np.lexsort((np.arange(len(frame)), frame["time_us"].to_numpy()))
+    state.add_transactions(frame.iloc[order])
+    if "labeled_at" in hist.columns:
+        known = hist["labeled_at"].notna().to_numpy()
+        state.apply_labels(
+            pd.DataFrame(
+                {
+                    "transaction_id": frame["transaction_id"].to_numpy()[known],
+                    "tx_fraud": hist["tx_fraud"].to_numpy()[known].astype(np.int8),
+                    "labeled_at_us": to_epoch_us(hist["labeled_at"][known]),
+                }
+            )
+        )
+    state.evict()
+    return state
+
+
+class StreamingJob:
+    """Holds the job's long-lived parts (state, scorer, sinks) and processes each micro-batch."""
+
+    def __init__(self, config: JobConfig, scorer: Scorer, threshold: float):
+        self.config = config
+        self.scorer = scorer
+        self.threshold = threshold
+        self.settings = {"allowed_lateness_us": config.allowed_lateness_seconds * 1_000_000}
+        self.checkpoints = CheckpointStore(config.checkpoint_uri)
+        self.lake = LakeWriter(config.lake_uri)
+        self.sinks = KafkaSinks(config.bootstrap_servers, config.checkpoint_uri)
+        self.state_batch: int | None = None  # batch id the in-memory state is at (-1 = bootstrap)
+        self.state: FeatureState | None = None
+        self.progress: dict = {}
+
+    def _state_before(self, batch_id: int) -> tuple[FeatureState, dict]:
+        if self.state is not None and self.state_batch == batch_id - 1:
+            return self.state, self.progress
+        previous = self.checkpoints.latest()
+        if previous is not None and previous >= batch_id:
+            previous = batch_id - 1  # a replay after a crash: start from the state before this batch
+        if previous is not None and previous >= 0:
+            try:
+                return self.checkpoints.load(previous, **self.settings)
+            except FileNotFoundError:
+                log.warning("no state checkpoint for batch %s, falling back to bootstrap", previous)
+        state = (
+            load_bootstrap_state(self.config.state_bootstrap, **self.settings)
+            if self.config.state_bootstrap
+            else FeatureState(**self.settings)
+        )
+        return state, {}
+
+    def process_records(self, records: pd.DataFrame, batch_id: int) -> BatchResult:
+        """Process one micro-batch's Kafka records end to end (state, lake, Kafka sinks, checkpoint)."""
+        t0 = time.perf_counter()
+        state, progress = self._state_before(batch_id)
+        processor = MicroBatchProcessor(
+            state=state,
+            scorer=self.scorer,
+            threshold=self.threshold,
+            allowed_lateness_us=self.settings["allowed_lateness_us"],
+        )
+        result = processor.process(records)
+        self.lake.write("scored_transactions", result.scored, batch_id)
+        self.lake.write("labels", result.labels, batch_id)
+        self.lake.write("quarantine", result.quarantine, batch_id)
+        if result.alerts:
+            alerts = pd.DataFrame(result.alerts)
+            alerts["event_date"] = alerts["tx_datetime"].str.slice(0, 10)
+            self.lake.write("alerts", alerts, batch_id)
+        self.sinks.publish(batch_id, result)
+        totals = BatchCounts(**progress.get("counts", {})).add(result.counts)
+        last_scored = (
+            str(result.scored["scored_at"].max()) if len(result.scored) else progress.get("last_scored_at")
+        )
+        progress = {
+            "batch_id": batch_id,
+            "counts": asdict(totals),
+            "state_rows": len(state),
+            "watermark_us": state.watermark_us,
+            "last_scored_at": last_scored,
+            "offsets": _max_offsets(records, progress.get("offsets", {})),
+            "updated_at": time.time(),
+        }
+        self.checkpoints.save(batch_id, state, progress)
+        self.state, self.state_batch, self.progress = state, batch_id, progress
+        log.info(
+            "batch %s: %s records, %s scored, %s quarantined, %s alerts, state %s rows, %.3f s",
+            batch_id, len(records), result.counts.scored, result.counts.quarantined,
+            result.counts.alerts, len(state), time.perf_counter() - t0,
+        )
+        return result
+
+    def foreach_batch(self, df, batch_id: int) -> None:
+        """Spark ``foreachBatch`` callback: collect the micro-batch (Arrow) and process it."""
+        records = df.toPandas()
+        self.process_records(records, int(batch_id))
+
+
+def _max_offsets(records: pd.DataFrame, previous: dict) -> dict:
+    """Next offset to read per topic/partition after this batch, merged with the earlier ones."""
+    out = {t: dict(p) for t, p in previous.items()}
+    if len(records):
+        last = records.groupby(["topic", "partition"])["offset"].max()
+        for (topic, part), off in last.items():
+            out.setdefault(topic, {})[str(int(part))] = int(off) + 1
+    return out
+
+
+def build_spark(app_name: str = "frauddetect-stream", master: str | None = "local[2]"):
+    """A SparkSession for the local job (UTC session time zone, Arrow, small shuffles). On Glue, use the
+    GlueContext's session instead."""
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    return (
+        builder.config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", os.environ.get("FRAUDDETECT_SPARK_DRIVER_MEMORY", "1g"))
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .getOrCreate()
+    )
+
+
+def run_job(spark, config: JobConfig, scorer: Scorer, threshold: float) -> None:
+    """Start the streaming query and block until SIGTERM/SIGINT, ``run_seconds``, or a query failure."""
+    if config.source_format == "kafka_confluent":
+        from frauddetect.kafka_source import register
+
+        register(spark)
+    job = StreamingJob(config, scorer, threshold)
+    reader = (
+        spark.readStream.format(config.source_format)
+        .option("kafka.bootstrap.servers", config.bootstrap_servers)
+        .option("subscribe", f"{TRANSACTIONS_TOPIC},{LABELS_TOPIC}")
+        .option("startingOffsets", config.starting_offsets)
+    )
+    if config.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    for k, v in config.kafka_options.items():
+        reader = reader.option(k, v)
+    _, root = _fs(config.checkpoint_uri)
+    spark_ckpt = f"{root}/spark" if "://" not in config.checkpoint_uri else f"{config.checkpoint_uri}/spark"
+    query = (
+        reader.load()
+        .writeStream.foreachBatch(job.foreach_batch)
+        .option("checkpointLocation", spark_ckpt)
+        .trigger(processingTime=f"{config.trigger_seconds} seconds")
+        .queryName("frauddetect-score")
+        .start()
+    )
+    if "://" not in config.checkpoint_uri:  # tells a local supervisor (the demo) that scoring can start
+        (Path(root) / "ready.json").write_text(json.dumps({"query_id": str(query.id), "started_at": time.time()}))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + config.run_seconds if config.run_seconds else None
+    try:
+        while query.isActive and not stop.is_set():
+            if deadline and time.monotonic() > deadline:
+                break
+            stop.wait(0.5)
+        if query.exception() is not None:
+            raise RuntimeError(f"streaming query failed: {query.exception()}")
+    finally:
+        if query.isActive:
+            query.stop()
+
+
+def parse_args(argv: list[str] | None = None) -> JobConfig:
+    """Command-line flags (``--bootstrap-servers`` ...) -> :class:`JobConfig`."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="streaming_job", description="frauddetect Spark streaming job")
+    p.add_argument("--bootstrap-servers", required=True)
+    p.add_argument("--lake-uri", required=True)
+    p.add_argument("--checkpoint-uri", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--state-bootstrap")
+    p.add_argument("--source-format", default="kafka_confluent")
+    p.add_argument("--starting-offsets", default="earliest")
+    p.add_argument("--max-offsets-per-trigger", type=int, default=50_000)
+    p.add_argument("--trigger-seconds", type=float, default=0.0)
+    p.add_argument("--allowed-lateness-seconds", type=int, default=3_600)
+    p.add_argument("--run-seconds", type=float)
+    p.add_argument("--master", default="local[2]")
+    a = p.parse_args(argv)
+    return JobConfig(**{k: v for k, v in vars(a).items() if k != "master" and v is not None})
+
+
+def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
+    """Entry point of the local job: load the model, start Spark, run until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    config = parse_args(argv)
+    from frauddetect.model import SavedModelScorer, load_metadata
+
+    scorer = SavedModelScorer(config.model_dir)
+    threshold = config.threshold if config.threshold is not None else float(load_metadata(config.model_dir)["threshold"])
+    from frauddetect.features import FEATURE_COLUMNS
+
+    scorer.score(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up before the first batch
+    log.info("model %s loaded, alert threshold %.4f", scorer.model_version, threshold)
+    spark = build_spark(master=master)
+    spark.sparkContext.setLogLevel("WARN")
+    run_job(spark, config, scorer, threshold)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
