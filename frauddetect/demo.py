@@ -10,6 +10,7 @@ Everything the run writes lives in ``--workdir``. Progress and the readable summ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -157,7 +158,8 @@ def _start_job(opts: DemoOptions, broker: str, model_dir: Path, bootstrap: Path)
         "--state-bootstrap", str(bootstrap),
         "--max-offsets-per-trigger", str(opts.max_offsets_per_trigger),
     ]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1"}
     log_file = open(opts.workdir / "logs" / "streaming_job.log", "ab")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -192,10 +194,8 @@ def _read_table(lake: Path, name: str) -> pd.DataFrame:
 
 def run_demo(opts: DemoOptions) -> dict:
     """Run the main job end to end; returns the summary dict (keys as in ``--json``)."""
-    from frauddetect.evaluation import card_precision_top_k
     from frauddetect.msk_poller import MskPoller
     from frauddetect.resources import ensure_local_resources
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     opts.workdir.mkdir(parents=True, exist_ok=True)
     _setup_logging(opts.workdir)
@@ -230,22 +230,32 @@ def run_demo(opts: DemoOptions) -> dict:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fraud-alerts")
+        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
         console.print(f"embedded stack: Kafka {broker.bootstrap_servers}, AWS APIs (moto) {moto.endpoint_url}")
         drain = _SqsDrain(resources.alerts_queue_url, moto.endpoint_url, resources.region)
         drain.start()
         job = _start_job(opts, broker.bootstrap_servers, model_dir, bootstrap)
         job_log = opts.workdir / "logs" / "streaming_job.log"
         poller = None
+        lambda_log = open(opts.workdir / "logs" / "alert_lambda.log", "a")  # noqa: SIM115 - closed below
+        stack = contextlib.ExitStack()
         try:
             with console.status("starting the Spark streaming job"):
                 _wait(lambda: (opts.workdir / "checkpoints" / "ready.json").exists(), 300, "the job to start",
                       job, job_log)
+            from frauddetect.alerts import explain_msk_record
+
+            # The handler's Powertools Logger and EMF metrics write to stdout, as on Lambda; here they go to
+            # a log file so that stdout stays the summary's. Imported under the redirect on purpose: the
+            # log handler binds the stream it sees at import.
+            stack.enter_context(contextlib.redirect_stdout(lambda_log))
             from lambdas.alert_handler import app as alert_app
 
             poller = MskPoller(
                 bootstrap_servers=broker.bootstrap_servers,
                 handler=alert_app.handler,
-                dead_letter=opts.workdir / "logs" / "alerts_dead_letter.jsonl",
+                explain=explain_msk_record,
+                dead_letter=resources.alerts_dlq_url,
             )
             poller.start()
             producer = Producer(kafka_io.producer_config(broker.bootstrap_servers, **{"linger.ms": 5}))
@@ -268,12 +278,14 @@ def run_demo(opts: DemoOptions) -> dict:
 
                 def delivered() -> bool:
                     progress.update(sns_task, completed=len(drain.messages))
-                    return len(drain.messages) >= n_alerts and poller.stats()["records_seen"] >= n_alerts
+                    return len(drain.messages) >= n_alerts and poller.stats.records_seen >= n_alerts
 
                 _wait(delivered, 120, "every alert to reach SNS")
         finally:
             if poller is not None:
                 poller.stop()
+            stack.close()
+            lambda_log.close()
             _stop_job(job)
             drain.stop_event.set()
             drain.join(5)

@@ -58,9 +58,9 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 # The state's columns; `time_us`/`labeled_at_us` are int64 µs since epoch, `tx_fraud` int8 (0 = not known
 # to be fraud), `seq` int64 arrival order (breaks ties in time the way the event order does).
 _STATE_SCHEMA = {
-    "transaction_id": object,
-    "customer_id": object,
-    "terminal_id": object,
+    "transaction_id": str,
+    "customer_id": str,
+    "terminal_id": str,
     "time_us": np.int64,
     "tx_amount": np.float64,
     "tx_fraud": np.int8,

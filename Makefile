@@ -1,0 +1,42 @@
+# Two commands for a fresh machine (Python 3.11, Java 17, Node 20, no Docker): `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HANDBOOK ?= ../shared/data/handbook/transactions.parquet
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install demo demo-handbook test test-unit test-functional test-e2e benchmark clean
+
+# uv resolves this dependency set in seconds where pip backtracks for minutes (docs/architecture.md).
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(PYTHON) -m uv venv --allow-existing -p $(PYTHON) $(VENV)
+	$(PYTHON) -m uv pip install -p $(PY) -r requirements.txt -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## the main job on the built-in transaction simulator
+	$(PY) -m frauddetect demo --workdir runs/demo
+
+demo-handbook: install  ## the main job on the handbook week 2018-08-15..21
+	$(PY) -m frauddetect demo --input $(HANDBOOK) --start 2018-08-15 --end 2018-08-21 --workdir runs/handbook --json
+
+test: install  ## every tier
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m unit
+
+test-functional: install
+	$(PY) -m pytest -m functional
+
+test-e2e: install
+	$(PY) -m pytest -m e2e
+
+benchmark: install
+	$(PY) benchmarks/bench_demo.py --input $(HANDBOOK)
+
+clean:
+	rm -rf runs spark-warehouse metastore_db derby.log

@@ -1,0 +1,146 @@
+"""Feature definitions on hand-made cases whose right values are computed by hand from the handbook's text."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from frauddetect.features import FEATURE_COLUMNS, FeatureState, calendar_features, offline_features, to_epoch_us
+
+pytestmark = pytest.mark.unit
+
+DAY = pd.Timedelta(days=1)
+T0 = pd.Timestamp("2018-08-01 12:00:00", tz="UTC")  # a Wednesday
+
+
+def frame(rows):
+    """rows: (id, time, customer, terminal, amount, fraud)."""
+    return pd.DataFrame(
+        rows, columns=["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
+    ).astype({"tx_amount": float})
+
+
+def test_feature_columns_are_the_handbook_fifteen_in_order():
+    assert len(FEATURE_COLUMNS) == 15
+    assert FEATURE_COLUMNS[:5] == (
+        "tx_amount",
+        "tx_during_weekend",
+        "tx_during_night",
+        "customer_id_nb_tx_1day_window",
+        "customer_id_avg_amount_1day_window",
+    )
+    assert FEATURE_COLUMNS[-1] == "terminal_id_risk_30day_window"
+
+
+def test_calendar_features_weekend_and_night_boundaries():
+    times = pd.Series(pd.to_datetime(
+        ["2018-08-04 06:59:59", "2018-08-04 07:00:00", "2018-08-05 23:59:59", "2018-08-06 00:00:00",
+         "2018-08-03 12:00:00"], utc=True))
+    weekend, night = calendar_features(to_epoch_us(times))
+    assert weekend.tolist() == [1, 1, 1, 0, 0]  # Sat, Sat, Sun, Mon, Fri
+    assert night.tolist() == [1, 0, 0, 1, 0]  # hour <= 6
+
+
+def test_customer_windows_include_own_row_and_exclude_the_boundary():
+    tx = frame([
+        ("a", T0 - 30 * DAY, "c1", "t1", 10, 0),  # exactly 30 days before the last row: outside (t-30d, t]
+        ("b", T0 - 7 * DAY + pd.Timedelta(seconds=1), "c1", "t1", 20, 0),
+        ("c", T0 - DAY, "c1", "t1", 30, 0),  # exactly 1 day before: outside the 1-day window
+        ("d", T0, "c1", "t2", 40, 0),
+        ("e", T0, "c2", "t2", 5, 0),  # another customer, one transaction only
+    ])
+    f = offline_features(tx).set_index("transaction_id")
+    assert f.loc["d", "customer_id_nb_tx_1day_window"] == 1
+    assert f.loc["d", "customer_id_avg_amount_1day_window"] == 40
+    assert f.loc["d", "customer_id_nb_tx_7day_window"] == 3  # b, c, d
+    assert f.loc["d", "customer_id_avg_amount_7day_window"] == pytest.approx(30)
+    assert f.loc["d", "customer_id_nb_tx_30day_window"] == 3  # a is exactly 30 days old
+    assert f.loc["e", "customer_id_nb_tx_30day_window"] == 1
+    assert f.loc["e", "customer_id_avg_amount_30day_window"] == 5
+
+
+def test_ties_in_time_count_only_earlier_arrivals():
+    tx = frame([("x1", T0, "c", "t", 10, 0), ("x2", T0, "c", "t", 30, 0)])
+    f = offline_features(tx).set_index("transaction_id")
+    assert f.loc["x1", "customer_id_nb_tx_1day_window"] == 1
+    assert f.loc["x2", "customer_id_nb_tx_1day_window"] == 2
+    assert f.loc["x2", "customer_id_avg_amount_1day_window"] == 20
+
+
+def test_terminal_windows_are_shifted_by_the_label_delay():
+    # query at T0; window for w=1 is (T0-8d, T0-7d]
+    tx = frame([
+        ("old", T0 - 8 * DAY, "c1", "t", 1, 1),  # exactly t-d-w: outside
+        ("in1", T0 - 7 * DAY, "c2", "t", 1, 1),  # exactly t-d: inside, fraud
+        ("in7", T0 - 10 * DAY, "c3", "t", 1, 0),  # in 7- and 30-day windows
+        ("young", T0 - 6 * DAY, "c4", "t", 1, 1),  # inside the delay: never used
+        ("q", T0, "c5", "t", 1, 0),
+        ("fresh", T0, "c6", "new-terminal", 1, 0),
+    ])
+    f = offline_features(tx).set_index("transaction_id")
+    assert f.loc["q", "terminal_id_nb_tx_1day_window"] == 1
+    assert f.loc["q", "terminal_id_risk_1day_window"] == 1.0
+    assert f.loc["q", "terminal_id_nb_tx_7day_window"] == 3  # old, in1, in7
+    assert f.loc["q", "terminal_id_risk_7day_window"] == pytest.approx(2 / 3)
+    assert f.loc["fresh", "terminal_id_nb_tx_30day_window"] == 0
+    assert f.loc["fresh", "terminal_id_risk_30day_window"] == 0  # 0 when no history, not NaN
+
+
+def test_a_label_counts_only_from_its_labeled_at():
+    tx = frame([("f", T0 - 7 * DAY, "c1", "t", 1, 1), ("q1", T0, "c2", "t", 1, 0),
+                ("q2", T0 + DAY / 2, "c3", "t", 1, 0)])
+    late_label = pd.DataFrame({"transaction_id": ["f"], "tx_fraud": [1],
+                               "labeled_at_us": to_epoch_us(pd.Series([T0 + DAY / 4]))})
+    f = offline_features(tx, labels=late_label).set_index("transaction_id")
+    assert f.loc["q1", "terminal_id_risk_1day_window"] == 0  # chargeback not known yet at T0
+    assert f.loc["q2", "terminal_id_risk_1day_window"] == 1  # known at T0 + 6h, still in window
+    on_time = pd.DataFrame({"transaction_id": ["f"], "tx_fraud": [1],
+                            "labeled_at_us": to_epoch_us(pd.Series([T0]))})
+    f = offline_features(tx, labels=on_time).set_index("transaction_id")
+    assert f.loc["q1", "terminal_id_risk_1day_window"] == 1  # labeled_at == t counts
+
+
+def test_micro_batches_equal_one_batch_on_random_data():
+    rng = np.random.default_rng(7)
+    n = 3000
+    times = T0 + pd.to_timedelta(np.sort(rng.integers(0, 60 * 86400, n)), unit="s")
+    tx = pd.DataFrame({
+        "transaction_id": [f"id{i}" for i in range(n)],
+        "tx_datetime": times,
+        "customer_id": rng.integers(0, 40, n).astype(str),
+        "terminal_id": rng.integers(0, 60, n).astype(str),
+        "tx_amount": rng.gamma(2, 30, n).round(2),
+        "tx_fraud": (rng.random(n) < 0.05).astype(int),
+    })
+    expected = offline_features(tx).set_index("transaction_id")
+    labels = pd.DataFrame({"transaction_id": tx["transaction_id"], "tx_fraud": tx["tx_fraud"],
+                           "labeled_at_us": to_epoch_us(tx["tx_datetime"]) + 7 * 86_400_000_000})
+    state = FeatureState()
+    got = []
+    frame_ = pd.DataFrame({"transaction_id": tx["transaction_id"].astype(object),
+                           "customer_id": tx["customer_id"].astype(object),
+                           "terminal_id": tx["terminal_id"].astype(object),
+                           "time_us": to_epoch_us(tx["tx_datetime"]), "tx_amount": tx["tx_amount"]})
+    for lo in range(0, n, 250):
+        batch = frame_.iloc[lo : lo + 250]
+        seqs = state.add_transactions(batch)
+        hi_t = batch["time_us"].max()
+        state.apply_labels(labels[labels["labeled_at_us"] <= hi_t])  # labels released so far
+        f = state.features_for(seqs)
+        f.index = batch["transaction_id"].to_numpy()
+        got.append(f)
+        state.evict()
+    got = pd.concat(got)
+    assert len(state) < n  # eviction keeps the state bounded
+    np.testing.assert_allclose(got[list(FEATURE_COLUMNS)].to_numpy(),
+                               expected.loc[got.index, list(FEATURE_COLUMNS)].to_numpy(), atol=1e-9)
+
+
+def test_state_round_trips_through_arrow():
+    tx = frame([("a", T0, "c", "t", 10, 0), ("b", T0 + DAY, "c", "t", 20, 0)])
+    state = FeatureState()
+    state.add_transactions(pd.DataFrame({"transaction_id": ["a", "b"], "customer_id": ["c", "c"],
+                                         "terminal_id": ["t", "t"], "time_us": to_epoch_us(tx["tx_datetime"]),
+                                         "tx_amount": [10.0, 20.0]}))
+    back = FeatureState.from_arrow(state.to_arrow())
+    assert back.watermark_us == state.watermark_us and back.next_seq == 2
+    pd.testing.assert_frame_equal(back.table, state.table)
