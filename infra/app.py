@@ -1,0 +1,41 @@
+"""Build the CDK app; shared by ``app.py`` (CLI and ``python app.py``) and the tests.
+
+The CDK CLI passes ``cdk.json``'s ``context`` (and ``-c key=value``) through ``CDK_CONTEXT_JSON``; run
+directly (``python app.py``, pytest) nothing does. So the ``cdk.json`` context is loaded here as the App's
+default context: feature flags and the default environment then match ``cdk synth`` everywhere, and the
+CLI's values (including ``-c env=prod``) still override them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App
+
+from infra.config import aws_environment, get_config
+from infra.stack import REPO_ROOT, FraudDetectStack
+
+CDK_JSON = REPO_ROOT / "cdk.json"
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The ``context`` object of ``cdk.json`` (empty if the file or key is missing)."""
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("context", {}))
+
+
+def build_app(*, context: Mapping[str, Any] | None = None, outdir: str | None = None) -> App:
+    """A CDK App with the ``FraudDetect-<env>`` stack for ``env`` from context (default ``dev``).
+
+    Args:
+        context: extra context, overriding ``cdk.json`` (tests pass ``{"env": "prod"}``).
+        outdir: cloud assembly directory (default: ``cdk.out`` or the CLI's choice).
+    """
+    app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
+    config = get_config(app.node.try_get_context("env"))
+    FraudDetectStack(app, config=config, env=aws_environment())
+    return app

@@ -1,0 +1,133 @@
+"""The micro-batch logic: validation, quarantine reasons, duplicates, lateness, labels, scores, alerts."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from frauddetect.features import FeatureState
+from frauddetect.pipeline import SCORED_COLUMNS, MicroBatchProcessor
+from frauddetect.schemas import parse_labels, parse_transactions
+
+pytestmark = pytest.mark.unit
+
+
+class AmountScorer:
+    """A transparent stand-in model for logic tests: score rises with the amount (0.5 at 100)."""
+
+    model_version = "test-1"
+
+    def score(self, x):
+        return 1 / (1 + np.exp(-(x[:, 0] - 100) / 10))
+
+
+class BrokenScorer:
+    model_version = "broken"
+
+    def score(self, x):
+        raise RuntimeError("endpoint unavailable")
+
+
+def tx(tid, when, amount=10.0, customer="c1", terminal="t1", **extra):
+    body = {"transaction_id": tid, "tx_datetime": when, "customer_id": customer, "terminal_id": terminal,
+            "tx_amount": amount, **extra}
+    return json.dumps(body).encode()
+
+
+def records(values, topic="transactions", start_offset=0):
+    return pd.DataFrame({
+        "key": [b"k"] * len(values), "value": values, "topic": topic, "partition": 0,
+        "offset": np.arange(start_offset, start_offset + len(values)),
+        "timestamp": pd.Timestamp("2026-01-01", tz="UTC"), "timestampType": 0,
+    })
+
+
+def processor(**kw):
+    return MicroBatchProcessor(state=FeatureState(), scorer=AmountScorer(), threshold=0.5, score_retries=0, **kw)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (json.dumps({"transaction_id": "x", "tx_datetime": "2018-08-01T00:00:00Z", "customer_id": "c",
+                     "terminal_id": "t"}).encode(), "tx_amount: Field required"),
+        (tx("x", "2018-08-01T00:00:00Z", amount="twelve"), "tx_amount: Input should be a valid decimal"),
+        (tx("x", "2018-08-01T00:00:00Z", amount=-1), "tx_amount: Input should be greater than or equal to 0"),
+        (b'{"transaction_id":"x","tx_datetime":"2018-08-01T00:00:00Z","customer_id":"c","terminal_id":"t",'
+         b'"tx_amount":NaN}', "tx_amount: Input should be a finite number"),
+        (tx("x", "2018-08-01T00:00:00+02:00"), "timestamp must be in UTC"),
+        (tx("x", "2018-08-01T00:00:00"), "tx_datetime: Input should have timezone info"),
+        (tx("x", "yesterday"), "tx_datetime: Input should be a valid datetime"),
+        (tx(12345, "2018-08-01T00:00:00Z"), "transaction_id: Input should be a valid string"),
+        (tx("x", "2018-08-01T00:00:00Z", amount="1" * 40), "tx_amount: Decimal input should have no more than 38"),
+        (None, "empty value (tombstone)"),
+    ],
+)
+def test_bad_transactions_are_rejected_with_a_reason(value, reason):
+    valid, rejected = parse_transactions([value])
+    assert valid.empty
+    assert len(rejected) == 1 and reason in rejected[0][1]
+
+
+def test_extra_fields_are_ignored_and_values_converted():
+    valid, rejected = parse_transactions([tx("a", "2018-08-01T12:00:00.5Z", amount="85.64999999999999", mcc="5411")])
+    assert rejected == []
+    row = valid.iloc[0]
+    assert row["time_us"] == pd.Timestamp("2018-08-01T12:00:00.5Z").value // 1000
+    assert row["tx_amount"] == 85.64999999999999
+
+
+def test_bad_records_are_quarantined_and_the_batch_goes_on():
+    p = processor()
+    result = p.process(records([tx("a", "2018-08-01T00:00:00Z", 150), b"garbage", tx("b", "2018-08-01T00:01:00Z")]))
+    assert result.counts.transactions == 3 and result.counts.scored == 2 and result.counts.quarantined == 1
+    q = result.quarantine.iloc[0]
+    assert q["value"] == "garbage" and q["kafka_offset"] == 1 and "Invalid JSON" in q["reason"]
+    assert list(result.scored.columns) == list(SCORED_COLUMNS)
+    assert result.scored.set_index("transaction_id").loc["a", "alert"]  # 150 -> score 0.99
+    assert [a["transaction_id"] for a in result.alerts] == ["a"]
+    assert result.alerts[0]["threshold"] == 0.5 and result.alerts[0]["tx_datetime"].startswith("2018-08-01T00:00:00")
+
+
+def test_duplicates_within_and_across_batches_are_quarantined():
+    p = processor()
+    first = p.process(records([tx("a", "2018-08-01T00:00:00Z"), tx("a", "2018-08-01T00:00:05Z")]))
+    second = p.process(records([tx("a", "2018-08-01T00:10:00Z")], start_offset=2))
+    assert first.counts.scored == 1 and first.quarantine["reason"].tolist() == ["duplicate transaction_id"]
+    assert second.counts.scored == 0 and second.quarantine["reason"].tolist() == ["duplicate transaction_id"]
+
+
+def test_late_events_beyond_the_allowed_lateness_are_quarantined():
+    p = processor(allowed_lateness_us=3_600_000_000)
+    p.process(records([tx("a", "2018-08-02T12:00:00Z")]))
+    result = p.process(records([tx("b", "2018-08-02T11:30:00Z"), tx("c", "2018-08-02T10:59:59Z")], start_offset=1))
+    assert result.scored["transaction_id"].tolist() == ["b"]  # 30 min late: within the allowed hour
+    assert result.quarantine["reason"].str.startswith("late event").tolist() == [True]
+
+
+def test_labels_for_unknown_transactions_are_quarantined_and_known_ones_kept():
+    p = processor()
+    p.process(records([tx("a", "2018-08-01T00:00:00Z")]))
+    lab = lambda tid: json.dumps({"transaction_id": tid, "tx_fraud": 1, "labeled_at": "2018-08-08T00:00:00Z",
+                                  "source": "chargeback"}).encode()
+    result = p.process(records([lab("a"), lab("nope"), b'{"transaction_id":"a","tx_fraud":2}'], topic="labels"))
+    assert result.counts.labels_applied == 1 and result.counts.labels_quarantined == 2
+    assert result.labels["transaction_id"].tolist() == ["a"]
+    assert sorted(result.quarantine["reason"].str.slice(0, 20)) == sorted(
+        ["label for an unknown", "tx_fraud: Input shou"])
+
+
+def test_a_scoring_failure_fails_the_batch_instead_of_scoring_not_fraud():
+    p = MicroBatchProcessor(state=FeatureState(), scorer=BrokenScorer(), threshold=0.5, score_retries=1)
+    with pytest.raises(RuntimeError, match="endpoint unavailable"):
+        p.process(records([tx("a", "2018-08-01T00:00:00Z")]))
+
+
+def test_label_parser_requires_utc_and_binary_labels():
+    valid, rejected = parse_labels([
+        b'{"transaction_id":"a","tx_fraud":1,"labeled_at":"2018-08-08T00:00:00Z","source":"analyst"}',
+        b'{"transaction_id":"a","tx_fraud":1,"labeled_at":"2018-08-08T00:00:00","source":"analyst"}',
+    ])
+    assert valid["tx_fraud"].tolist() == [1] and len(rejected) == 1
