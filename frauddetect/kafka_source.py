@@ -369,7 +369,7 @@ class KafkaSimpleStreamReader(SimpleDataSourceStreamReader):
         deadline = time.monotonic() + self.options.poll_timeout_s
         end: dict[str, dict[str, int]] = {}
         chunks: list[tuple[str, int, list[Message]]] = []
-        for index, topic in enumerate(reversed(self.options.topics)):
+        for index, topic in enumerate(self.options.topics):
             reader = self._reader(topic)
             given = {int(p): int(o) for p, o in start.get(topic, {}).items()}
             partitions = sorted(set(given) | set(reader.partitions(_remaining(deadline))))

@@ -9,6 +9,7 @@ CLI's values (including ``-c env=prod``) still override them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ def build_app(*, context: Mapping[str, Any] | None = None, outdir: str | None = 
 
     Args:
         context: extra context, overriding ``cdk.json`` (tests pass ``{"env": "prod"}``).
-        outdir: cloud assembly directory (default: ``cdk.out`` or the CLI's choice).
+        outdir: cloud assembly directory. Default: the CLI's choice (``CDK_OUTDIR``), else ``cdk.out`` in
+            the repository root (run directly, ``App`` would otherwise write to a temporary directory).
     """
+    if outdir is None and not os.environ.get("CDK_OUTDIR"):
+        outdir = str(REPO_ROOT / "cdk.out")
     app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
     config = get_config(app.node.try_get_context("env"))
     FraudDetectStack(app, config=config, env=aws_environment())

@@ -315,3 +315,54 @@ def test_bad_options_fail_at_load(kspark, embedded_broker, option, value, messag
 def test_missing_bootstrap_servers_fails_at_load(kspark):
     with pytest.raises(PySparkException, match="kafka.bootstrap.servers"):
         kspark.readStream.format("kafka_confluent").option("subscribe", "t").load()
+
+
+def test_reader_takes_the_later_topics_end_from_a_fetch_sent_after_the_first_topic_was_read(
+    embedded_broker, unique_topic
+):
+    """The ordering guarantee at the reader level, made deterministic: the broker holds every Fetch for
+    up to 400 ms (fetch.min.bytes is never reached), so the consumers' background fetches learn about new
+    records late and at unrelated times. A reader that trusted a background fetch for the later topic
+    would sometimes see the first topic's record and not the later one's."""
+    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
+
+    bootstrap = embedded_broker.bootstrap_servers
+    first, later = unique_topic("tx"), unique_topic("labels")
+    kafka_io.ensure_topics(bootstrap, [first, later])
+    reader = KafkaSimpleStreamReader(
+        KafkaSourceOptions.parse(
+            {
+                "kafka.bootstrap.servers": bootstrap,
+                "subscribe": f"{first},{later}",
+                "startingOffsets": "earliest",
+                "kafka.fetch.wait.max.ms": "400",
+                "kafka.fetch.min.bytes": "10000000",
+            }
+        )
+    )
+    producer = Producer(kafka_io.producer_config(bootstrap))
+    try:
+        offsets = reader.initialOffset()
+        _, offsets = reader.read(offsets)
+        for i in range(8):
+            producer.produce(later, value=str(i).encode())
+            assert producer.flush(30) == 0
+            producer.produce(first, value=str(i).encode())
+            assert producer.flush(30) == 0
+            seen_later = False
+            for _ in range(50):
+                batches, offsets = reader.read(offsets)
+                values = {
+                    (topic, value)
+                    for batch in batches
+                    for topic, value in zip(batch.column("topic").to_pylist(), batch.column("value").to_pylist())
+                }
+                seen_later = seen_later or (later, str(i).encode()) in values
+                if (first, str(i).encode()) in values:
+                    assert seen_later, f"round {i}: first topic's record read before the later topic's"
+                    break
+            else:
+                raise AssertionError(f"round {i}: first topic's record never read")
+        assert offsets == {first: {"0": 8}, later: {"0": 8}}
+    finally:
+        reader.stop()
