@@ -91,7 +91,8 @@ class EmbeddedBroker:
     the thread that started the child, so it is not used from other threads, where only atexit applies.
 
     :param log_path: file that receives the broker's stdout and stderr (appended to; parent folders are
-        created). ``None`` writes to a temporary file that is removed by :meth:`stop`.
+        created). ``None`` writes to a temporary file that is removed by :meth:`stop`, or by a failed
+        :meth:`start` (whose error message carries the log's tail).
     :param port: TCP port to listen on; ``None`` picks a free one (and retries with another if it was
         taken in between).
     :param start_timeout: seconds to wait for the broker to answer a metadata request.
@@ -166,20 +167,28 @@ class EmbeddedBroker:
                 raise RuntimeError("EmbeddedBroker is already running")
             binary = self._binary or _resolve_binary()
             log_path = self._open_log_path()
-            # A port picked by free_port() can be taken before Tansu binds it; only then is a retry useful.
-            attempts = 1 if self._requested_port is not None else 3
-            for attempt in range(attempts):
-                port = self._requested_port or free_port()
-                try:
-                    self._launch(binary, port, log_path)
-                    return self
-                except _PortTaken:
-                    if attempt == attempts - 1:
-                        raise BrokerStartError(
-                            f"port {port} was taken before the broker could bind it\n"
-                            f"--- {log_path} (tail) ---\n{_tail(log_path)}"
-                        ) from None
-            raise AssertionError("unreachable")
+            try:
+                # A port picked by free_port() can be taken before Tansu binds it; only then is a retry
+                # useful.
+                attempts = 1 if self._requested_port is not None else 3
+                for attempt in range(attempts):
+                    port = self._requested_port or free_port()
+                    try:
+                        self._launch(binary, port, log_path)
+                        return self
+                    except _PortTaken:
+                        if attempt == attempts - 1:
+                            raise BrokerStartError(
+                                f"port {port} was taken before the broker could bind it\n"
+                                f"--- {log_path} (tail) ---\n{_tail(log_path)}"
+                            ) from None
+                raise AssertionError("unreachable")
+            except BaseException:
+                # The error message carries the log's tail; a temporary log would only litter /tmp.
+                if self._temp_log is not None:
+                    self._temp_log.unlink(missing_ok=True)
+                    self._temp_log = None
+                raise
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``stop_timeout`` s) and wait for it to exit.
@@ -243,6 +252,8 @@ class EmbeddedBroker:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
+                # The log is a file: no ANSI colour codes in it.
+                env={**os.environ, "NO_COLOR": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Own process group: a Ctrl-C in the terminal reaches only the parent, which then stops
@@ -265,15 +276,8 @@ class EmbeddedBroker:
         # Poll the TCP port first: it is silent, whereas a Kafka client retrying a refused connection logs
         # an error per attempt. Only then prove the broker speaks Kafka with one metadata request.
         while True:
-            code = proc.poll()
-            if code is not None:
-                log_tail = _tail(log_path)
-                if "in use" in log_tail.lower():
-                    raise _PortTaken()
-                raise BrokerStartError(
-                    f"broker exited with code {code} during start-up: {cmd}\n--- {log_path} (tail) ---\n"
-                    f"{log_tail}"
-                )
+            if proc.poll() is not None:
+                _raise_exited(proc, log_path, cmd)
             try:
                 with socket.create_connection((_LOOPBACK, port), timeout=0.5):
                     break
@@ -294,11 +298,9 @@ class EmbeddedBroker:
                 admin.list_topics(timeout=min(remaining, 2.0))
                 return
             except Exception:  # noqa: BLE001 - KafkaException or a timeout: retry until the deadline
+                # The port may have answered because another process holds it; then Tansu exits.
                 if proc.poll() is not None:
-                    raise BrokerStartError(
-                        f"broker exited with code {proc.returncode} during start-up: {cmd}\n"
-                        f"--- {log_path} (tail) ---\n{_tail(log_path)}"
-                    ) from None
+                    _raise_exited(proc, log_path, cmd)
 
     def _raise_timeout(self, cmd: str, log_path: Path) -> None:
         raise BrokerStartError(
@@ -309,6 +311,17 @@ class EmbeddedBroker:
 
 class _PortTaken(Exception):
     pass
+
+
+def _raise_exited(proc: subprocess.Popen[bytes], log_path: Path, cmd: str) -> None:
+    log_tail = _tail(log_path)
+    # Tansu panics in a worker thread and still exits 0 when it cannot bind, so go by its log.
+    if "address in use" in log_tail.lower():
+        raise _PortTaken()
+    raise BrokerStartError(
+        f"broker exited with code {proc.returncode} during start-up: {cmd}\n--- {log_path} (tail) ---\n"
+        f"{log_tail}"
+    )
 
 
 def _resolve_binary() -> str:

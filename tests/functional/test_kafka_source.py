@@ -317,13 +317,18 @@ def test_missing_bootstrap_servers_fails_at_load(kspark):
         kspark.readStream.format("kafka_confluent").option("subscribe", "t").load()
 
 
+
 def test_reader_takes_the_later_topics_end_from_a_fetch_sent_after_the_first_topic_was_read(
     embedded_broker, unique_topic
 ):
-    """The ordering guarantee at the reader level, made deterministic: the broker holds every Fetch for
-    up to 400 ms (fetch.min.bytes is never reached), so the consumers' background fetches learn about new
-    records late and at unrelated times. A reader that trusted a background fetch for the later topic
-    would sometimes see the first topic's record and not the later one's."""
+    """The ordering guarantee at the reader level, in the situation where a shortcut would break it.
+
+    The later topic gets a backlog first, which its consumer prefetches until its (tiny) queue is full
+    and it stops fetching: its last Fetch response, and so its cached high watermark, predates the round's
+    record. A reader that planned the later topic from that cached value would return the first topic's
+    record without the later one's. The pauses only give the consumers' background fetches time to
+    happen; the assertion does not depend on them.
+    """
     from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
 
     bootstrap = embedded_broker.bootstrap_servers
@@ -335,20 +340,25 @@ def test_reader_takes_the_later_topics_end_from_a_fetch_sent_after_the_first_top
                 "kafka.bootstrap.servers": bootstrap,
                 "subscribe": f"{first},{later}",
                 "startingOffsets": "earliest",
-                "kafka.fetch.wait.max.ms": "400",
-                "kafka.fetch.min.bytes": "10000000",
+                "kafka.queued.max.messages.kbytes": "1",
             }
         )
     )
     producer = Producer(kafka_io.producer_config(bootstrap))
+    rounds, backlog = 5, 300
     try:
         offsets = reader.initialOffset()
         _, offsets = reader.read(offsets)
-        for i in range(8):
+        for i in range(rounds):
+            for j in range(backlog):
+                producer.produce(later, value=f"backlog-{i}-{j}".encode())
+            assert producer.flush(30) == 0
+            time.sleep(0.2)
             producer.produce(later, value=str(i).encode())
             assert producer.flush(30) == 0
             producer.produce(first, value=str(i).encode())
             assert producer.flush(30) == 0
+            time.sleep(0.2)
             seen_later = False
             for _ in range(50):
                 batches, offsets = reader.read(offsets)
@@ -363,6 +373,64 @@ def test_reader_takes_the_later_topics_end_from_a_fetch_sent_after_the_first_top
                     break
             else:
                 raise AssertionError(f"round {i}: first topic's record never read")
-        assert offsets == {first: {"0": 8}, later: {"0": 8}}
+        assert offsets == {first: {"0": rounds}, later: {"0": rounds * (backlog + 1)}}
+    finally:
+        reader.stop()
+
+
+@pytest.mark.parametrize("fail_on_data_loss", ["true", "false"])
+def test_offsets_past_the_end_are_data_loss(embedded_broker, unique_topic, fail_on_data_loss):
+    """A checkpoint that outlived the embedded broker's in-memory data asks for offsets past the end."""
+    from confluent_kafka import KafkaException
+
+    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
+
+    bootstrap = embedded_broker.bootstrap_servers
+    topic = unique_topic("lost")
+    kafka_io.ensure_topics(bootstrap, [topic])
+    _produce_batched(bootstrap, topic, [b"r0", b"r1"], first_ts_ms=1_000)
+    reader = KafkaSimpleStreamReader(
+        KafkaSourceOptions.parse(
+            {"kafka.bootstrap.servers": bootstrap, "subscribe": topic, "failOnDataLoss": fail_on_data_loss}
+        )
+    )
+    start = {topic: {"0": 5000}}
+    try:
+        if fail_on_data_loss == "true":
+            with pytest.raises(KafkaException, match="offset 5000 but ends at 2: records were lost"):
+                reader.read(start)
+        else:
+            batches, end = reader.read(start)
+            assert end == {topic: {"0": 2}}
+            assert [v for b in batches for v in b.column("value").to_pylist()] == [b"r0", b"r1"]
+            replay = reader.readBetweenOffsets(start, end)
+            assert [v for b in replay for v in b.column("value").to_pylist()] == [b"r0", b"r1"]
+    finally:
+        reader.stop()
+
+
+def test_starting_offsets_json_starts_at_the_given_offsets(embedded_broker, unique_topic):
+    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
+
+    bootstrap = embedded_broker.bootstrap_servers
+    first, later = unique_topic("json-a"), unique_topic("json-b")
+    kafka_io.ensure_topics(bootstrap, [first, later])
+    _produce_batched(bootstrap, first, [f"a{i}".encode() for i in range(104)], first_ts_ms=1_000)
+    _produce_batched(bootstrap, later, [f"b{i}".encode() for i in range(3)], first_ts_ms=1_000)
+    reader = KafkaSimpleStreamReader(
+        KafkaSourceOptions.parse(
+            {
+                "kafka.bootstrap.servers": bootstrap,
+                "subscribe": f"{first},{later}",
+                "startingOffsets": f'{{"{first}": {{"0": 100}}, "{later}": {{"0": -1}}}}',
+            }
+        )
+    )
+    try:
+        start = reader.initialOffset()
+        assert start == {first: {"0": 100}, later: {"0": -1}}
+        batches, end = reader.read(start)
+        assert [v for b in batches for v in b.column("value").to_pylist()] == [b"a100", b"a101", b"a102", b"a103"]
+        assert end == {first: {"0": 104}, later: {"0": 3}}  # "latest" is the end after the batched produce
     finally:
         reader.stop()
