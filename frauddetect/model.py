@@ -430,7 +430,8 @@ def export_model(
     model_dir = Path(model_dir)
     if tuple(model.input_shape) != (None, N_FEATURES) or tuple(model.output_shape) != (None, 1):
         raise ValueError(
-            f"model must map (None, {N_FEATURES}) -> (None, 1), got {model.input_shape} -> {model.output_shape}"
+            f"model must map (None, {N_FEATURES}) -> (None, 1), "
+            f"got {model.input_shape} -> {model.output_shape}"
         )
     reserved = sorted(_RESERVED_METADATA & set(metadata))
     if reserved:
@@ -649,7 +650,9 @@ class SavedModelScorer(Scorer):
             raise ScoringError(f"{self.path}: signature must have one input and one output")
         (in_name, spec), (out_name, out_spec) = next(iter(kwargs.items())), next(iter(outputs.items()))
         if spec.dtype != tf.float32 or spec.shape.as_list() != [None, N_FEATURES]:
-            raise ScoringError(f"{self.path}: input {in_name} is {spec}, expected float32 (None, {N_FEATURES})")
+            raise ScoringError(
+                f"{self.path}: input {in_name} is {spec}, expected float32 (None, {N_FEATURES})"
+            )
         if out_spec.shape.as_list() != [None, 1]:
             raise ScoringError(f"{self.path}: output {out_name} is {out_spec}, expected (None, 1)")
         return in_name, out_name

@@ -258,10 +258,12 @@ def test_archive_scores_identically_in_a_fresh_process(exported, scorer, trained
     extracted = tmp_path / "opt_ml_model"  # what SageMaker makes of model.tar.gz
     with tarfile.open(exported.archive_path, "r:gz") as tar:
         tar.extractall(extracted, filter="data")
-    x = np.concatenate([handbook_slice["x_valid"][:500], handbook_slice["x_valid"][handbook_slice["y_valid"] == 1][:50]])
+    x_valid, y_valid = handbook_slice["x_valid"], handbook_slice["y_valid"]
+    x = np.concatenate([x_valid[:500], x_valid[y_valid == 1][:50]])  # a mix, then 50 frauds
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"instances": x.tolist()}))
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     proc = subprocess.run(
         [sys.executable, "-c", _FRESH_PROCESS, str(extracted), str(request), str(tmp_path)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,

@@ -35,7 +35,8 @@ def test_budget_is_an_average_per_day_and_a_fractional_budget_rounds_down():
 
 def test_threshold_does_not_depend_on_row_order():
     shuffled = np.random.default_rng(0).permutation(SCORES)
-    assert choose_threshold(shuffled, days=1, alerts_per_day=3) == choose_threshold(SCORES, days=1, alerts_per_day=3)
+    expected = choose_threshold(SCORES, days=1, alerts_per_day=3)
+    assert choose_threshold(shuffled, days=1, alerts_per_day=3) == expected
 
 
 def test_tie_across_the_budget_boundary_moves_the_threshold_up_never_over_budget():
