@@ -34,7 +34,7 @@ from rich.table import Table
 from frauddetect import kafka_io
 from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
 from frauddetect.data import canonical, read_raw
-from frauddetect.embedded import EmbeddedBroker, MotoServer
+from frauddetect.embedded import EmbeddedBroker, MotoServer, die_with_parent
 from frauddetect.features import LABEL_DELAY_DAYS
 from frauddetect.replay import plan_replay, produce_replay
 
@@ -161,7 +161,11 @@ def _start_job(opts: DemoOptions, broker: str, model_dir: Path, bootstrap: Path)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
     log_file = open(opts.workdir / "logs" / "streaming_job.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # Own session: Ctrl-C reaches only the demo, which stops the job gracefully; PDEATHSIG covers a demo
+    # that is killed outright, so a job never outlives it.
+    in_main = threading.current_thread() is threading.main_thread()
+    return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=die_with_parent if in_main else None)
 
 
 def _stop_job(proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -64,7 +64,8 @@ def _tail(path: Path, lines: int = 40) -> str:
         return f"<log {path} unreadable: {exc}>"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """``preexec_fn`` for children that must not outlive this process (Linux ``PR_SET_PDEATHSIG``)."""
     # Runs in the child between fork and exec. PR_SET_PDEATHSIG makes the kernel send SIGTERM to the
     # broker when its parent dies, which also covers SIGKILL/OOM of the parent, where atexit never runs.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -259,7 +260,7 @@ class EmbeddedBroker:
                 # Own process group: a Ctrl-C in the terminal reaches only the parent, which then stops
                 # the broker in order (atexit / context manager) instead of racing it.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if in_main_thread and os.name == "posix" else None,
+                preexec_fn=die_with_parent if in_main_thread and os.name == "posix" else None,
             )
         self._proc, self._port = proc, port
         atexit.register(self.stop)
