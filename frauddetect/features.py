@@ -404,6 +404,24 @@ def labels_from_ground_truth(
     )
 
 
+def state_input(tx: pd.DataFrame) -> pd.DataFrame:
+    """Canonical transactions -> the columns :meth:`FeatureState.add_transactions` takes (same index).
+
+    ``tx``: ``transaction_id``, ``customer_id``, ``terminal_id`` (any type, stored as str),
+    ``tx_datetime`` (UTC or naive-as-UTC), ``tx_amount``. Raises ValueError on missing times.
+    """
+    return pd.DataFrame(
+        {
+            "transaction_id": tx["transaction_id"].astype(str).to_numpy(dtype=object),
+            "customer_id": tx["customer_id"].astype(str).to_numpy(dtype=object),
+            "terminal_id": tx["terminal_id"].astype(str).to_numpy(dtype=object),
+            "time_us": to_epoch_us(tx["tx_datetime"]),
+            "tx_amount": tx["tx_amount"].to_numpy(dtype=np.float64),
+        },
+        index=tx.index,
+    )
+
+
 def offline_features(tx: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """Batch (offline) features for a whole table of transactions, through the streaming engine.
 
@@ -417,16 +435,7 @@ def offline_features(tx: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd
     if labels is None:
         labels = labels_from_ground_truth(tx)
     state = FeatureState()
-    frame = pd.DataFrame(
-        {
-            "transaction_id": tx["transaction_id"].astype(str).to_numpy(dtype=object),
-            "customer_id": tx["customer_id"].astype(str).to_numpy(dtype=object),
-            "terminal_id": tx["terminal_id"].astype(str).to_numpy(dtype=object),
-            "time_us": to_epoch_us(tx["tx_datetime"]),
-            "tx_amount": tx["tx_amount"].to_numpy(dtype=np.float64),
-        },
-        index=tx.index,
-    )
+    frame = state_input(tx)
     order = np.lexsort((np.arange(len(frame)), frame["time_us"].to_numpy()))
     seqs = state.add_transactions(frame.iloc[order])
     state.apply_labels(labels)

@@ -36,7 +36,7 @@ from confluent_kafka import Producer
 from pydantic import BaseModel, Field
 
 from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
-from frauddetect.features import FeatureState, to_epoch_us
+from frauddetect.features import FeatureState, state_input, to_epoch_us
 from frauddetect import kafka_io
 from frauddetect.pipeline import BatchCounts, BatchResult, MicroBatchProcessor, Scorer
 
@@ -175,15 +175,7 @@ def load_bootstrap_state(path: str, **settings) -> FeatureState:
     """
     hist = pd.read_parquet(path)
     state = FeatureState(**settings)
-    frame = pd.DataFrame(
-        {
-            "transaction_id": hist["transaction_id"].astype(str).to_numpy(dtype=object),
-            "customer_id": hist["customer_id"].astype(str).to_numpy(dtype=object),
-            "terminal_id": hist["terminal_id"].astype(str).to_numpy(dtype=object),
-            "time_us": to_epoch_us(hist["tx_datetime"]),
-            "tx_amount": hist["tx_amount"].to_numpy(dtype=np.float64),
-        }
-    )
+    frame = state_input(hist)
     order = np.lexsort((np.arange(len(frame)), frame["time_us"].to_numpy()))
     state.add_transactions(frame.iloc[order])
     if "labeled_at" in hist.columns:

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from frauddetect.features import FEATURE_COLUMNS, FeatureState, calendar_features, offline_features, to_epoch_us
+from frauddetect.features import (
+    FEATURE_COLUMNS,
+    FeatureState,
+    calendar_features,
+    offline_features,
+    state_input,
+    to_epoch_us,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -116,10 +123,7 @@ def test_micro_batches_equal_one_batch_on_random_data():
                            "labeled_at_us": to_epoch_us(tx["tx_datetime"]) + 7 * 86_400_000_000})
     state = FeatureState()
     got = []
-    frame_ = pd.DataFrame({"transaction_id": tx["transaction_id"].astype(object),
-                           "customer_id": tx["customer_id"].astype(object),
-                           "terminal_id": tx["terminal_id"].astype(object),
-                           "time_us": to_epoch_us(tx["tx_datetime"]), "tx_amount": tx["tx_amount"]})
+    frame_ = state_input(tx)
     for lo in range(0, n, 250):
         batch = frame_.iloc[lo : lo + 250]
         seqs = state.add_transactions(batch)
