@@ -53,7 +53,12 @@ class JobConfig(BaseModel):
     checkpoint_uri: str = Field(description="local path or s3:// prefix for Spark's and the job's checkpoints")
     model_dir: str = Field(description="directory holding the exported model (TF Serving layout)")
     threshold: float | None = Field(default=None, description="alert threshold; default from model metadata")
-    state_bootstrap: str | None = Field(default=None, description="Parquet history to seed the feature state")
+    state_bootstrap: str | None = Field(
+        default="lake",
+        description="how a job without a checkpoint seeds its feature state: 'lake' (recent scored "
+        "transactions and labels already in the lake; empty on a new deployment), a Parquet history file, "
+        "or None for an empty state",
+    )
     source_format: str = Field(default="kafka_confluent", description="'kafka' on Glue (MSK)")
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 50_000
@@ -167,13 +172,40 @@ class KafkaSinks:
             f.write(b"")
 
 
-def load_bootstrap_state(path: str, **settings) -> FeatureState:
-    """Seed a feature state from a history table (Parquet, e.g. the lake's recent scored rows + labels).
+def lake_history(lake_uri: str, retention_us: int) -> pd.DataFrame:
+    """The lake's recent history in the form :func:`load_bootstrap_state` takes.
+
+    Reads ``scored_transactions`` of the event dates within ``retention_us`` of the newest one, and the
+    newest label per transaction from ``labels``. Returns an empty frame for an empty lake.
+    """
+    fs, root = _fs(lake_uri)
+    columns = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
+    if fs.get_file_info(f"{root}/scored_transactions").type == pafs.FileType.NotFound:
+        return pd.DataFrame(columns=columns)
+    part = pads.partitioning(pa.schema([("event_date", pa.string())]), flavor="hive")
+    scored = pads.dataset(f"{root}/scored_transactions", filesystem=fs, format="parquet", partitioning=part)
+    dates = sorted(set(scored.to_table(columns=["event_date"]).column("event_date").to_pylist()))
+    if not dates:
+        return pd.DataFrame(columns=columns)
+    first = (pd.Timestamp(dates[-1], tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=retention_us))
+    keep = pads.field("event_date") >= first.strftime("%Y-%m-%d")
+    hist = scored.to_table(columns=columns, filter=keep).to_pandas()
+    hist = hist[hist["tx_datetime"] >= first]
+    if fs.get_file_info(f"{root}/labels").type != pafs.FileType.NotFound:
+        labels = pads.dataset(f"{root}/labels", filesystem=fs, format="parquet", partitioning=part).to_table(
+            columns=["transaction_id", "tx_fraud", "labeled_at"]).to_pandas()
+        labels = labels.sort_values("labeled_at", kind="stable").drop_duplicates("transaction_id", keep="last")
+        hist = hist.merge(labels, on="transaction_id", how="left")
+    return hist
+
+
+def load_bootstrap_state(history: str | pd.DataFrame, **settings) -> FeatureState:
+    """Seed a feature state from a history table (a Parquet path or a frame, e.g. :func:`lake_history`).
 
     Columns: ``transaction_id``, ``tx_datetime`` (UTC), ``customer_id``, ``terminal_id``, ``tx_amount``,
     optional ``tx_fraud`` (0/1) with ``labeled_at`` (UTC; null = label not known yet).
     """
-    hist = pd.read_parquet(path)
+    hist = pd.read_parquet(history) if isinstance(history, str) else history
     state = FeatureState(**settings)
     frame = state_input(hist)
     order = np.lexsort((np.arange(len(frame)), frame["time_us"].to_numpy()))
@@ -219,12 +251,14 @@ class StreamingJob:
                 return self.checkpoints.load(previous, **self.settings)
             except FileNotFoundError:
                 log.warning("no state checkpoint for batch %s, falling back to bootstrap", previous)
-        state = (
-            load_bootstrap_state(self.config.state_bootstrap, **self.settings)
-            if self.config.state_bootstrap
-            else FeatureState(**self.settings)
-        )
-        return state, {}
+        source = self.config.state_bootstrap
+        if source == "lake":
+            history = lake_history(self.config.lake_uri, FeatureState(**self.settings).retention_us)
+            log.info("feature state seeded from the lake: %s transactions", len(history))
+            return load_bootstrap_state(history, **self.settings), {}
+        if source:
+            return load_bootstrap_state(source, **self.settings), {}
+        return FeatureState(**self.settings), {}
 
     def process_records(self, records: pd.DataFrame, batch_id: int) -> BatchResult:
         """Process one micro-batch's Kafka records end to end (state, lake, Kafka sinks, checkpoint)."""
@@ -364,7 +398,7 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--checkpoint-uri", required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--threshold", type=float)
-    p.add_argument("--state-bootstrap")
+    p.add_argument("--state-bootstrap", default="lake", help="'lake', a Parquet history file, or 'none'")
     p.add_argument("--source-format", default="kafka_confluent")
     p.add_argument("--starting-offsets", default="earliest")
     p.add_argument("--max-offsets-per-trigger", type=int, default=50_000)
@@ -373,7 +407,9 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--run-seconds", type=float)
     p.add_argument("--master", default="local[2]")
     a = p.parse_args(argv)
-    return JobConfig(**{k: v for k, v in vars(a).items() if k != "master" and v is not None})
+    if a.state_bootstrap == "none":
+        a.state_bootstrap = None
+    return JobConfig(**{k: v for k, v in vars(a).items() if k != "master" and (v is not None or k == "state_bootstrap")})
 
 
 def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
