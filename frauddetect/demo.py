@@ -10,19 +10,10 @@ Everything the run writes lives in ``--workdir``. Progress and the readable summ
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
@@ -32,9 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from frauddetect import kafka_io
-from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
+from frauddetect.config import TRANSACTIONS_TOPIC
 from frauddetect.data import canonical, read_raw
-from frauddetect.embedded import EmbeddedBroker, MotoServer, die_with_parent
+from frauddetect.local_stack import EmbeddedStack, SqsDrain
 from frauddetect.features import LABEL_DELAY_DAYS
 from frauddetect.replay import plan_replay, produce_replay
 
@@ -42,7 +33,6 @@ log = logging.getLogger("frauddetect.demo")
 console = Console(stderr=True)
 
 BOOTSTRAP_DAYS = 38  # 30-day windows + 7-day label delay + the allowed lateness, rounded up
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -110,85 +100,6 @@ def _write_bootstrap(history: pd.DataFrame, start: str, path: Path) -> int:
     return len(recent)
 
 
-def _latest_progress(checkpoint: Path) -> dict | None:
-    files = sorted((checkpoint / "state").glob("progress-*.json"))
-    return json.loads(files[-1].read_text()) if files else None
-
-
-class _SqsDrain(threading.Thread):
-    """Receives every SNS envelope delivered to the proof-of-delivery queue (counts and publish times)."""
-
-    def __init__(self, queue_url: str, endpoint_url: str, region: str):
-        super().__init__(daemon=True, name="sqs-drain")
-        self.sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region,
-                                aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.queue_url = queue_url
-        self.messages: dict[str, dict] = {}
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            self.poll_once(wait=1)
-
-    def poll_once(self, wait: int = 0) -> int:
-        """One receive call; returns how many new messages arrived."""
-        resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
-        new = 0
-        entries = []
-        for m in resp.get("Messages", []):
-            body = json.loads(m["Body"])
-            if body["MessageId"] not in self.messages:
-                self.messages[body["MessageId"]] = body
-                new += 1
-            entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
-        if entries:
-            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-        return new
-
-
-def _start_job(opts: DemoOptions, broker: str, model_dir: Path, bootstrap: Path) -> subprocess.Popen:
-    script = REPO_ROOT / "glue_jobs" / "streaming_job.py"
-    entry = [str(script)] if script.exists() else ["-m", "frauddetect.streaming"]
-    cmd = [
-        sys.executable, *entry,
-        "--bootstrap-servers", broker,
-        "--lake-uri", str(opts.workdir / "lake"),
-        "--checkpoint-uri", str(opts.workdir / "checkpoints"),
-        "--model-dir", str(model_dir),
-        "--state-bootstrap", str(bootstrap),
-        "--max-offsets-per-trigger", str(opts.max_offsets_per_trigger),
-    ]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
-    log_file = open(opts.workdir / "logs" / "streaming_job.log", "ab")  # noqa: SIM115 - owned by the child
-    # Own session: Ctrl-C reaches only the demo, which stops the job gracefully; PDEATHSIG covers a demo
-    # that is killed outright, so a job never outlives it.
-    in_main = threading.current_thread() is threading.main_thread()
-    return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                            preexec_fn=die_with_parent if in_main else None)
-
-
-def _stop_job(proc: subprocess.Popen, timeout: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def _wait(predicate, timeout: float, what: str, job: subprocess.Popen | None = None, log_path: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if job is not None and job.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
-            raise RuntimeError(f"the streaming job exited ({job.returncode}) while waiting for {what}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _read_table(lake: Path, name: str) -> pd.DataFrame:
     path = lake / name
     if not path.exists():
@@ -198,9 +109,6 @@ def _read_table(lake: Path, name: str) -> pd.DataFrame:
 
 def run_demo(opts: DemoOptions) -> dict:
     """Run the main job end to end; returns the summary dict (keys as in ``--json``)."""
-    from frauddetect.msk_poller import MskPoller
-    from frauddetect.resources import ensure_local_resources
-
     opts.workdir.mkdir(parents=True, exist_ok=True)
     _setup_logging(opts.workdir)
     console.print(f"[bold]frauddetect demo[/] workdir: {opts.workdir}")
@@ -226,77 +134,24 @@ def run_demo(opts: DemoOptions) -> dict:
     plan = plan_replay(raw, start, end)
     console.print(f"replay: {plan.n_transactions:,} transactions, {plan.n_labels:,} labels")
 
-    with EmbeddedBroker(log_path=opts.workdir / "logs" / "broker.log") as broker, MotoServer() as moto:
-        kafka_io.ensure_topics(broker.bootstrap_servers, [TRANSACTIONS_TOPIC, LABELS_TOPIC, ALERTS_TOPIC,
-                                                          QUARANTINE_TOPIC])
-        resources = ensure_local_resources(moto.endpoint_url)
-        os.environ.update(resources.lambda_environment())
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-        os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fraud-alerts")
-        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
-        console.print(f"embedded stack: Kafka {broker.bootstrap_servers}, AWS APIs (moto) {moto.endpoint_url}")
-        drain = _SqsDrain(resources.alerts_queue_url, moto.endpoint_url, resources.region)
-        drain.start()
-        job = _start_job(opts, broker.bootstrap_servers, model_dir, bootstrap)
-        job_log = opts.workdir / "logs" / "streaming_job.log"
-        poller = None
-        lambda_log = open(opts.workdir / "logs" / "alert_lambda.log", "a")  # noqa: SIM115 - closed below
-        stack = contextlib.ExitStack()
-        try:
-            with console.status("starting the Spark streaming job"):
-                _wait(lambda: (opts.workdir / "checkpoints" / "ready.json").exists(), 300, "the job to start",
-                      job, job_log)
-            from frauddetect.alerts import explain_msk_record
-
-            # The handler's Powertools Logger and EMF metrics write to stdout, as on Lambda; here they go to
-            # a log file so that stdout stays the summary's. Imported under the redirect on purpose: the
-            # log handler binds the stream it sees at import.
-            stack.enter_context(contextlib.redirect_stdout(lambda_log))
-            from lambdas.alert_handler import app as alert_app
-
-            poller = MskPoller(
-                bootstrap_servers=broker.bootstrap_servers,
-                handler=alert_app.handler,
-                explain=explain_msk_record,
-                dead_letter=resources.alerts_dlq_url,
-            )
-            poller.start()
-            producer = Producer(kafka_io.producer_config(broker.bootstrap_servers, **{"linger.ms": 5}))
-            with _progress() as progress:
-                task = progress.add_task("producing transactions", total=plan.n_transactions)
-                stats = produce_replay(plan, producer, rate=opts.rate,
-                                       on_progress=lambda n: progress.advance(task, n))
-                scored_task = progress.add_task("scored or quarantined", total=plan.n_transactions)
-
-                def done() -> bool:
-                    p = _latest_progress(opts.workdir / "checkpoints")
-                    seen = p["counts"]["transactions"] if p else 0
-                    progress.update(scored_task, completed=seen)
-                    return seen >= stats.transactions
-
-                _wait(done, opts.timeout_s, "the stream to score every transaction", job, job_log)
-                final = _latest_progress(opts.workdir / "checkpoints")
-                n_alerts = final["counts"]["alerts"]
-                sns_task = progress.add_task("alerts delivered through SNS", total=n_alerts)
-
-                def delivered() -> bool:
-                    progress.update(sns_task, completed=len(drain.messages))
-                    return len(drain.messages) >= n_alerts and poller.stats.records_seen >= n_alerts
-
-                _wait(delivered, 120, "every alert to reach SNS")
-        finally:
-            if poller is not None:
-                poller.stop()
-            stack.close()
-            lambda_log.close()
-            _stop_job(job)
-            drain.stop_event.set()
-            drain.join(5)
-        while drain.poll_once(wait=0):  # anything that arrived late (a duplicate would show here)
-            pass
-        summary = _summary(opts, raw, stats, drain, final)
-    return summary
+    with EmbeddedStack(opts.workdir) as stack:
+        console.print(f"embedded stack: Kafka {stack.broker.bootstrap_servers}, "
+                      f"AWS APIs (moto) {stack.moto.endpoint_url}")
+        with console.status("starting the Spark streaming job"):
+            stack.start_job(model_dir, state_bootstrap=bootstrap,
+                            max_offsets_per_trigger=opts.max_offsets_per_trigger)
+        stack.start_alert_lambda()
+        producer = Producer(kafka_io.producer_config(stack.broker.bootstrap_servers, **{"linger.ms": 5}))
+        with _progress() as progress:
+            task = progress.add_task("producing transactions", total=plan.n_transactions)
+            stats = produce_replay(plan, producer, rate=opts.rate, on_progress=lambda n: progress.advance(task, n))
+            scored = progress.add_task("scored or quarantined", total=plan.n_transactions)
+            final = stack.wait_processed(stats.transactions, opts.timeout_s,
+                                         on_poll=lambda n: progress.update(scored, completed=n))
+            n_alerts = final["counts"]["alerts"]
+            sns = progress.add_task("alerts delivered through SNS", total=n_alerts)
+            stack.wait_delivered(n_alerts, on_poll=lambda n: progress.update(sns, completed=n))
+    return _summary(opts, raw, stats, stack.drain, final)
 
 
 def _progress() -> Progress:
@@ -304,7 +159,7 @@ def _progress() -> Progress:
                     console=console)
 
 
-def _summary(opts: DemoOptions, raw: pd.DataFrame, stats, drain: _SqsDrain, final: dict) -> dict:
+def _summary(opts: DemoOptions, raw: pd.DataFrame, stats, drain: SqsDrain, final: dict) -> dict:
     from frauddetect.evaluation import card_precision_top_k
     from sklearn.metrics import average_precision_score, roc_auc_score
 

@@ -7,9 +7,10 @@ crash, because its offsets are checkpointed before the batch runs):
 
 1. the feature state is the one saved after batch ``N-1`` (reloaded if the job restarted or replays);
 2. lake files are named after ``N`` and overwritten on replay (same rows, same features, same scores);
-3. alerts and quarantine records go to Kafka unless the marker ``sinks/batch-N.done`` exists, then the
-   marker is written; a crash between the flush and the marker can repeat them on the topic, and the
-   alert Lambda's idempotency (keyed by transaction id) keeps SNS at exactly once;
+3. alerts and quarantine records go to Kafka unless the marker ``sinks/batch-N.json`` exists; after a
+   restart, records a crashed attempt already produced are found on the topics and not produced again
+   (:class:`KafkaSinks`), so each lands on its topic once; the alert Lambda's idempotency (keyed by
+   transaction id) keeps SNS at exactly once even if the topic were to repeat one;
 4. the state after ``N`` and the cumulative progress are written last.
 
 On AWS Glue the source is Spark's own ``format("kafka")`` (MSK); locally it is the Python data source in
@@ -146,30 +147,113 @@ class LakeWriter:
 
 
 class KafkaSinks:
-    """Alerts to ``fraud-alerts`` and quarantine records to ``quarantine``, once per batch (marker files)."""
+    """Alerts to ``fraud-alerts`` and quarantine records to ``quarantine``, exactly once per micro-batch.
 
-    def __init__(self, bootstrap_servers: str, checkpoint_uri: str):
-        self.producer = Producer(kafka_io.producer_config(bootstrap_servers, **{"enable.idempotence": True}))
+    Each record carries the header ``batch_id``. After a batch's records are acknowledged, the marker
+    ``sinks/batch-N.json`` stores the topics' end offsets. When a restarted job meets batch N without a
+    marker, a previous attempt may have produced some of N's records before the crash: the sink reads the
+    topics from the last marker's offsets, and produces only the records of N not already there (keyed by
+    transaction id, or source topic/partition/offset for quarantine). Assumes this job is the topics'
+    only writer.
+    """
+
+    def __init__(self, bootstrap_servers: str, checkpoint_uri: str, kafka_overrides: dict | None = None):
+        self.bootstrap_servers = bootstrap_servers
+        self.overrides = dict(kafka_overrides or {})
+        self.producer = Producer(kafka_io.producer_config(bootstrap_servers, **{"enable.idempotence": True},
+                                                          **self.overrides))
         self.fs, root = _fs(checkpoint_uri)
         self.root = f"{root}/sinks"
         self.fs.create_dir(self.root, recursive=True)
+        self.checked_since_start = False
+
+    def _marker(self, batch_id: int) -> str:
+        return f"{self.root}/batch-{batch_id:010d}.json"
+
+    def _last_marker_before(self, batch_id: int) -> dict:
+        ids = [int(Path(i.path).stem.split("-")[1]) for i in self.fs.get_file_info(pafs.FileSelector(self.root))
+               if i.path.endswith(".json")]
+        earlier = [i for i in ids if i < batch_id]
+        if not earlier:
+            return {}
+        with self.fs.open_input_stream(self._marker(max(earlier))) as f:
+            return json.loads(f.read())
+
+    def _already_published(self, batch_id: int) -> dict[str, set[str]]:
+        """Keys of batch ``batch_id``'s records already on the topics (a previous, crashed attempt)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        since = self._last_marker_before(batch_id)
+        topics = [ALERTS_TOPIC, QUARANTINE_TOPIC]
+        ends = kafka_io.end_offsets_via_fetch(self.bootstrap_servers, topics, **self.overrides)
+        found: dict[str, set[str]] = {t: set() for t in topics}
+        consumer = Consumer(kafka_io.consumer_config(self.bootstrap_servers, **self.overrides))
+        try:
+            for topic in topics:
+                todo = {p: (int(since.get(topic, {}).get(str(p), 0)), end) for p, end in ends[topic].items()}
+                todo = {p: r for p, r in todo.items() if r[0] < r[1]}
+                if not todo:
+                    continue
+                consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in todo.items()])
+                deadline = time.monotonic() + 60
+                while todo and time.monotonic() < deadline:
+                    msg = consumer.poll(0.5)
+                    if msg is None or msg.error():
+                        continue
+                    headers = dict(msg.headers() or [])
+                    if headers.get("batch_id") == str(batch_id).encode():
+                        found[topic].add(msg.key().decode())
+                    if msg.offset() + 1 >= todo.get(msg.partition(), (0, 0))[1]:
+                        todo.pop(msg.partition(), None)
+                if todo:
+                    raise TimeoutError(f"could not re-read {topic} to check batch {batch_id} for duplicates")
+        finally:
+            consumer.close()
+        return found
 
     def publish(self, batch_id: int, result: BatchResult) -> None:
-        """Produce and flush the batch's alerts and quarantine records, unless already done."""
-        marker = f"{self.root}/batch-{batch_id:010d}.done"
-        if self.fs.get_file_info(marker).type != pafs.FileType.NotFound:
-            log.info("batch %s: alerts already published before a restart, not repeated", batch_id)
+        """Produce and flush the batch's alerts and quarantine records not yet on the topics; write the marker.
+
+        Raises RuntimeError if the broker does not acknowledge every record (the batch then fails and is
+        replayed)."""
+        if self.fs.get_file_info(self._marker(batch_id)).type != pafs.FileType.NotFound:
+            log.info("batch %s: already published before a restart, not repeated", batch_id)
             return
+        done: dict[str, set[str]] = {ALERTS_TOPIC: set(), QUARANTINE_TOPIC: set()}
+        if not self.checked_since_start:  # only the first batch after a (re)start can be a partial replay
+            done = self._already_published(batch_id)
+            self.checked_since_start = True
+        ends = self._last_marker_before(batch_id)
+        errors: list[str] = []
+
+        def delivered(err, msg):
+            if err is not None:
+                errors.append(str(err))
+                return
+            part = ends.setdefault(msg.topic(), {})
+            part[str(msg.partition())] = max(int(part.get(str(msg.partition()), 0)), msg.offset() + 1)
+
+        headers = [("batch_id", str(batch_id).encode())]
         for alert in result.alerts:
-            self.producer.produce(ALERTS_TOPIC, key=alert["transaction_id"], value=json.dumps(alert))
+            if alert["transaction_id"] not in done[ALERTS_TOPIC]:
+                self.producer.produce(ALERTS_TOPIC, key=alert["transaction_id"], value=json.dumps(alert),
+                                      headers=headers, on_delivery=delivered)
         for rec in result.quarantine.to_dict("records"):
-            rec["quarantined_at"] = rec["quarantined_at"].isoformat()
-            self.producer.produce(QUARANTINE_TOPIC, key=rec.get("key"), value=json.dumps(rec, default=str))
+            key = f"{rec['source_topic']}:{rec['kafka_partition']}:{rec['kafka_offset']}"
+            if key not in done[QUARANTINE_TOPIC]:
+                rec["quarantined_at"] = rec["quarantined_at"].isoformat()
+                self.producer.produce(QUARANTINE_TOPIC, key=key, value=json.dumps(rec, default=str),
+                                      headers=headers, on_delivery=delivered)
         remaining = self.producer.flush(30)
-        if remaining:
-            raise RuntimeError(f"batch {batch_id}: {remaining} alert/quarantine records not acknowledged")
-        with self.fs.open_output_stream(marker) as f:
-            f.write(b"")
+        if remaining or errors:
+            raise RuntimeError(f"batch {batch_id}: {remaining} records unacknowledged, errors: {errors[:3]}")
+        tmp = self._marker(batch_id) + ".tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(ends).encode())
+        self.fs.move(tmp, self._marker(batch_id))
+        stale = self._marker(batch_id - 10)  # keep a few: only the newest before a replayed batch is read
+        if self.fs.get_file_info(stale).type != pafs.FileType.NotFound:
+            self.fs.delete_file(stale)
 
 
 def lake_history(lake_uri: str, retention_us: int) -> pd.DataFrame:

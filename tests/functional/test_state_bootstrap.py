@@ -1,6 +1,5 @@
 """A job that starts on an existing deployment seeds its feature state from the lake's history."""
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -1,0 +1,229 @@
+"""The running parts of the local system, for the demo and the end-to-end tests.
+
+:class:`EmbeddedStack` starts the embedded Tansu broker and a moto server, creates topics and AWS resources,
+runs the Spark streaming job as a child process (``glue_jobs/streaming_job.py``), the real alert Lambda
+behind the local MSK poller, and drains the SNS proof-of-delivery queue. Everything is stopped on exit,
+also on an exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+
+from frauddetect import kafka_io
+from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
+from frauddetect.embedded import EmbeddedBroker, MotoServer, die_with_parent
+
+log = logging.getLogger("frauddetect.local_stack")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SqsDrain(threading.Thread):
+    """Receives every SNS envelope delivered to the proof-of-delivery queue (by SNS ``MessageId``)."""
+
+    def __init__(self, queue_url: str, endpoint_url: str, region: str):
+        super().__init__(daemon=True, name="sqs-drain")
+        self.sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region,
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.queue_url = queue_url
+        self.messages: dict[str, dict] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.poll_once(wait=1)
+
+    def poll_once(self, wait: int = 0) -> int:
+        """One receive call; returns how many new messages arrived."""
+        resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        new = 0
+        entries = []
+        for m in resp.get("Messages", []):
+            body = json.loads(m["Body"])
+            if body["MessageId"] not in self.messages:
+                self.messages[body["MessageId"]] = body
+                new += 1
+            entries.append({"Id": str(len(entries)), "ReceiptHandle": m["ReceiptHandle"]})
+        if entries:
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        return new
+
+    def finish(self) -> None:
+        """Stop the thread, then collect whatever is still queued."""
+        self.stop_event.set()
+        self.join(5)
+        while self.poll_once(wait=0):
+            pass
+
+
+def wait_for(predicate, timeout: float, what: str, job: subprocess.Popen | None = None,
+             log_path: Path | None = None, interval: float = 0.2) -> None:
+    """Poll ``predicate`` until true; raise TimeoutError after ``timeout`` s, RuntimeError if ``job`` exits."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if job is not None and job.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+            raise RuntimeError(f"the streaming job exited ({job.returncode}) while waiting for {what}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class EmbeddedStack(contextlib.AbstractContextManager):
+    """Broker, AWS APIs, streaming job, alert Lambda and delivery proof for one ``workdir``.
+
+    Layout under ``workdir``: ``lake/``, ``checkpoints/`` (Spark's and the job's), ``logs/``.
+    """
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.logs = self.workdir / "logs"
+        self.checkpoints = self.workdir / "checkpoints"
+        self._exit = contextlib.ExitStack()
+        self.job: subprocess.Popen | None = None
+        self.poller = None
+        self.drain: SqsDrain | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> "EmbeddedStack":
+        from frauddetect.resources import ensure_local_resources
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.broker = self._exit.enter_context(EmbeddedBroker(log_path=self.logs / "broker.log"))
+            self.moto = self._exit.enter_context(MotoServer())
+            kafka_io.ensure_topics(self.broker.bootstrap_servers,
+                                   [TRANSACTIONS_TOPIC, LABELS_TOPIC, ALERTS_TOPIC, QUARANTINE_TOPIC])
+            self.resources = ensure_local_resources(self.moto.endpoint_url)
+            os.environ.update(self.resources.lambda_environment())
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+            os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fraud-alerts")
+            os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
+            self.drain = SqsDrain(self.resources.alerts_queue_url, self.moto.endpoint_url, self.resources.region)
+            self.drain.start()
+            self._exit.callback(self.drain.finish)
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.poller is not None:
+                self.poller.stop()
+            self.stop_job()
+        finally:
+            self._exit.close()
+
+    # -- streaming job -----------------------------------------------------------------------------------
+    @property
+    def job_log(self) -> Path:
+        return self.logs / "streaming_job.log"
+
+    def start_job(self, model_dir: Path, *, state_bootstrap: str | Path = "none",
+                  max_offsets_per_trigger: int = 50_000, wait_ready: float = 300) -> subprocess.Popen:
+        """Start (or restart, from its checkpoint) the streaming job; wait until its query runs."""
+        ready = self.checkpoints / "ready.json"
+        ready.unlink(missing_ok=True)
+        script = REPO_ROOT / "glue_jobs" / "streaming_job.py"
+        entry = [str(script)] if script.exists() else ["-m", "frauddetect.streaming"]
+        cmd = [
+            sys.executable, *entry,
+            "--bootstrap-servers", self.broker.bootstrap_servers,
+            "--lake-uri", str(self.workdir / "lake"),
+            "--checkpoint-uri", str(self.checkpoints),
+            "--model-dir", str(model_dir),
+            "--state-bootstrap", str(state_bootstrap),
+            "--max-offsets-per-trigger", str(max_offsets_per_trigger),
+        ]
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+               "SPARK_LOCAL_IP": "127.0.0.1"}
+        # Own session: Ctrl-C reaches only this process, which stops the job gracefully, and a kill of the
+        # job's process group takes its JVM and workers with it; PDEATHSIG covers a parent killed outright.
+        in_main = threading.current_thread() is threading.main_thread()
+        with open(self.job_log, "ab") as out:
+            self.job = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        preexec_fn=die_with_parent if in_main else None)
+        wait_for(ready.exists, wait_ready, "the streaming job to start", self.job, self.job_log)
+        return self.job
+
+    def stop_job(self, timeout: float = 60) -> None:
+        """Stop the job gracefully (SIGTERM: the current micro-batch completes), SIGKILL after ``timeout``."""
+        job = self.job
+        if job is None or job.poll() is not None:
+            return
+        job.send_signal(signal.SIGTERM)
+        try:
+            job.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_job()
+
+    def kill_job(self) -> None:
+        """SIGKILL the job's whole process group (driver, JVM, Python workers): a crash, no clean-up."""
+        if self.job is not None and self.job.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.job.pid, signal.SIGKILL)
+            self.job.wait(30)
+
+    def progress(self) -> dict | None:
+        """The job's cumulative progress after its newest completed micro-batch (None before the first)."""
+        files = sorted((self.checkpoints / "state").glob("progress-*.json"))
+        for f in reversed(files):
+            with contextlib.suppress(json.JSONDecodeError, FileNotFoundError):
+                return json.loads(f.read_text())
+        return None
+
+    def wait_processed(self, n_transactions: int, timeout: float, on_poll=None) -> dict:
+        """Wait until the job has consumed ``n_transactions`` transaction records; returns its progress."""
+        def done() -> bool:
+            p = self.progress()
+            seen = p["counts"]["transactions"] if p else 0
+            if on_poll:
+                on_poll(seen)
+            return seen >= n_transactions
+
+        wait_for(done, timeout, "the stream to score every transaction", self.job, self.job_log)
+        return self.progress()
+
+    # -- alert Lambda ------------------------------------------------------------------------------------
+    def start_alert_lambda(self):
+        """The real alert handler behind a local MSK poller on ``fraud-alerts``; returns the poller."""
+        from frauddetect.alerts import explain_msk_record
+        from frauddetect.msk_poller import MskPoller
+
+        lambda_log = self._exit.enter_context(open(self.logs / "alert_lambda.log", "a"))  # noqa: SIM115
+        # The handler's Powertools Logger and EMF metrics write to stdout, as on Lambda; here they go to a
+        # log file so that stdout stays the caller's. Imported under the redirect on purpose: the log handler
+        # binds the stream it sees at import.
+        self._exit.enter_context(contextlib.redirect_stdout(lambda_log))
+        from lambdas.alert_handler import app as alert_app
+
+        self.poller = MskPoller(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            handler=alert_app.handler,
+            explain=explain_msk_record,
+            dead_letter=self.resources.alerts_dlq_url,
+        )
+        self.poller.start()
+        return self.poller
+
+    def wait_delivered(self, n_alerts: int, timeout: float = 300, on_poll=None) -> None:
+        """Wait until ``n_alerts`` alert records went through the Lambda and as many SNS messages arrived."""
+        def delivered() -> bool:
+            if on_poll:
+                on_poll(len(self.drain.messages))
+            return len(self.drain.messages) >= n_alerts and self.poller.stats.records_seen >= n_alerts
+
+        wait_for(delivered, timeout, "every alert to reach SNS")
