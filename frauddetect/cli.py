@@ -26,11 +26,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             alerts_per_day=args.alerts_per_day,
             timeout_s=args.timeout,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            dbt=args.dbt,
         )
     )
     if args.json:
         print(json.dumps(summary), flush=True)
-    return 0
+    return 1 if summary.get("dbt_build") == "failed" else 0
+
+
+def _cmd_dbt(args: argparse.Namespace) -> int:
+    from frauddetect.analytics import run_dbt
+
+    if not args.dbt_args:
+        raise ValueError("missing the dbt command, e.g. frauddetect dbt --workdir runs/demo build")
+    result = run_dbt(args.dbt_args, Path(args.workdir), target=args.target)
+    return 0 if result.success else (2 if result.exception is not None else 1)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -71,7 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-offsets-per-trigger", type=int, default=50_000)
     demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the stream to finish")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
+    demo.add_argument("--no-dbt", dest="dbt", action="store_false", help="skip dbt build on the lake at the end")
     demo.set_defaults(func=_cmd_demo)
+
+    dbt = sub.add_parser(
+        "dbt", help="run a dbt command on a run's lake with the project's profile",
+        description="Runs dbt with dbt/ as project and profiles dir. Target local reads WORKDIR/lake with DuckDB "
+                    "into WORKDIR/analytics/frauddetect.duckdb (dbt's target/ and logs/ go there too); target "
+                    "athena reads its settings from the environment (dbt/README.md). "
+                    "Example: frauddetect dbt --workdir runs/demo build --select +rpt_daily_kpis")
+    dbt.add_argument("--workdir", required=True, help="run folder holding lake/ (e.g. runs/demo)")
+    dbt.add_argument("--target", default="local", choices=["local", "athena"], help="dbt target (default local)")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, help="the dbt command and its options")
+    dbt.set_defaults(func=_cmd_dbt)
 
     feats = sub.add_parser("features", help="compute the 15 handbook features offline (batch)")
     feats.add_argument("--input", required=True, help="Parquet/CSV in the handbook's raw schema")

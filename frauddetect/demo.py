@@ -10,7 +10,10 @@ Everything the run writes lives in ``--workdir``. Progress and the readable summ
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class DemoOptions:
     alerts_per_day: float = 100
     timeout_s: float = 900
     max_offsets_per_trigger: int = 50_000
+    dbt: bool = True
 
 
 def _setup_logging(workdir: Path) -> None:
@@ -68,7 +72,8 @@ def _load_input(opts: DemoOptions) -> tuple[pd.DataFrame, str, str]:
         raw = simulate_transactions(seed=opts.seed)
         days = pd.to_datetime(raw["TX_DATETIME"]).dt.normalize()
         first, last = days.min(), days.max()
-        start = opts.start or (last - pd.Timedelta(days=6)).strftime("%Y-%m-%d")
+        # two weeks: labels (7 days late) of the first week arrive in the second, so the KPIs have labels
+        start = opts.start or (last - pd.Timedelta(days=13)).strftime("%Y-%m-%d")
         end = opts.end or last.strftime("%Y-%m-%d")
         if (pd.Timestamp(start) - first).days < BOOTSTRAP_DAYS:
             log.warning("simulated history before %s is shorter than %s days", start, BOOTSTRAP_DAYS)
@@ -145,13 +150,36 @@ def run_demo(opts: DemoOptions) -> dict:
         with _progress() as progress:
             task = progress.add_task("producing transactions", total=plan.n_transactions)
             stats = produce_replay(plan, producer, rate=opts.rate, on_progress=lambda n: progress.advance(task, n))
+            del producer  # flushed; dropping it now stops librdkafka reconnecting once the broker is gone
             scored = progress.add_task("scored or quarantined", total=plan.n_transactions)
             final = stack.wait_processed(stats.transactions, opts.timeout_s,
                                          on_poll=lambda n: progress.update(scored, completed=n))
             n_alerts = final["counts"]["alerts"]
             sns = progress.add_task("alerts delivered through SNS", total=n_alerts)
             stack.wait_delivered(n_alerts, on_poll=lambda n: progress.update(sns, completed=n))
-    return _summary(opts, raw, stats, stack.drain, final)
+    summary = _summary(opts, raw, stats, stack.drain, final)
+    if opts.dbt:
+        summary.update(_dbt_step(opts.workdir))
+    return summary
+
+
+def _dbt_step(workdir: Path) -> dict:
+    """``dbt build --target local`` on the lake this run wrote (DuckDB file in ``workdir/analytics``), then
+    the last days of ``rpt_daily_kpis``. dbt's output goes to stderr with the rest of the progress."""
+    from frauddetect import analytics
+
+    t0 = time.monotonic()
+    with console.status("dbt build --target local on the lake"), contextlib.redirect_stdout(sys.stderr):
+        result = analytics.dbt_build(workdir, args=("--quiet",))
+    elapsed = round(time.monotonic() - t0, 1)
+    if not result.success:
+        for problem in analytics.failed_nodes(result) or [repr(result.exception)]:
+            console.print(f"[red]dbt:[/] {problem}")
+        console.print(f"dbt logs: {analytics.analytics_paths(workdir).logs}")
+        return {"dbt_build": "failed", "dbt_build_s": elapsed}
+    console.print(analytics.kpi_table(analytics.daily_kpis(workdir), last_days=14))
+    return {"dbt_build": "passed", "dbt_build_s": elapsed,
+            "analytics_duckdb": str(analytics.analytics_paths(workdir).duckdb)}
 
 
 def _progress() -> Progress:
