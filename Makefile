@@ -9,11 +9,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install demo demo-handbook test test-unit test-functional test-e2e benchmark clean
 
-# uv resolves this dependency set in seconds where pip backtracks for minutes (docs/architecture.md).
+# uv resolves this dependency set in seconds where pip backtracks for minutes (docs/architecture.md). It is
+# installed inside the project's venv, so nothing touches the system Python (PEP 668 distributions too).
 $(VENV)/.installed: requirements.txt pyproject.toml
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	$(PYTHON) -m uv venv --allow-existing -p $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install -p $(PY) -r requirements.txt -e .
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/python -m uv pip install --quiet -p $(PY) -r requirements.txt -e .
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,8 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from frauddetect.stacks import StackError, check_demo_stack, resolve_stack
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    stack = resolve_stack(args.stack, bootstrap_servers=args.bootstrap_servers,
+                          aws_endpoint_url=args.aws_endpoint_url)
+    check_demo_stack(stack)  # before importing the data stack: a missing compose service fails in seconds
+
     from frauddetect.demo import DemoOptions, run_demo
 
     workdir = Path(args.workdir) if args.workdir else Path.cwd() / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -27,6 +33,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
             dbt=args.dbt,
+            stack=stack,
         )
     )
     if args.json:
@@ -69,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frauddetect", description="Real-time card-fraud detection")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the whole system on an embedded stack (no Docker, no AWS)")
+    demo = sub.add_parser("demo", help="run the whole system on a local stack (embedded: no Docker, no AWS)")
+    demo.add_argument("--stack", default="embedded", choices=["embedded", "compose", "aws"],
+                      help="where Kafka and the AWS APIs are: embedded (default, started by the demo), compose "
+                           "(Apache Kafka + LocalStack from local/docker-compose.yml, already up), aws (refused: "
+                           "deploy with cdk)")
+    demo.add_argument("--bootstrap-servers", help="Kafka for --stack compose/aws (default compose: 127.0.0.1:9092; "
+                                                  "env FRAUDDETECT_BOOTSTRAP_SERVERS)")
+    demo.add_argument("--aws-endpoint-url", help="AWS-API endpoint for --stack compose (default "
+                                                 "http://127.0.0.1:4566; env FRAUDDETECT_AWS_ENDPOINT_URL)")
     demo.add_argument("--input", help="Parquet/CSV in the handbook's raw schema (default: the simulator)")
     demo.add_argument("--start", help="first day streamed (YYYY-MM-DD); earlier rows bootstrap and train")
     demo.add_argument("--end", help="last day streamed (inclusive)")
@@ -110,6 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # bad input or options: a message, not a traceback
+    except (ValueError, FileNotFoundError, StackError) as exc:  # bad input, options or stack: a message
         print(f"frauddetect {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,8 @@ def read_raw(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame
     Raises ValueError for another file type or a file without the raw schema's columns.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         frame = pd.read_parquet(path, columns=columns)
@@ -36,6 +38,31 @@ def read_raw(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame
     return frame
 
 
+def parse_raw_times(values: pd.Series) -> pd.Series:
+    """Raw ``TX_DATETIME`` values -> UTC timestamps (same index); NaT where a value does not parse.
+
+    Strings are read as ISO-8601 one by one (``2018-07-25 01:00:00``, ``…T01:00:00Z`` and ``…+00:00`` may
+    be mixed: pandas' default would infer one format from the first row and turn the others into NaT);
+    values without a zone are taken as UTC.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    return pd.to_datetime(values.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True)
+
+
+def valid_rows(raw: pd.DataFrame) -> pd.Series:
+    """Boolean mask (same index) of rows that convert cleanly: time parses, amount is a finite number
+    >= 0, ids are present and ``TX_FRAUD`` (when the column exists) is 0 or 1."""
+    ok = parse_raw_times(raw["TX_DATETIME"]).notna()
+    amount = pd.to_numeric(raw["TX_AMOUNT"], errors="coerce")
+    ok &= amount.notna() & np.isfinite(amount.fillna(-1)) & (amount >= 0)
+    for col in ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID"):
+        ok &= raw[col].notna() & (raw[col].astype(str).str.strip() != "")
+    if LABEL_COLUMN in raw.columns:
+        ok &= pd.to_numeric(raw[LABEL_COLUMN], errors="coerce").isin([0, 1])
+    return ok
+
+
 def canonical(raw: pd.DataFrame) -> pd.DataFrame:
     """Strictly convert a raw-schema frame to the canonical one (same index).
 
@@ -44,10 +71,10 @@ def canonical(raw: pd.DataFrame) -> pd.DataFrame:
     """
     out = pd.DataFrame(index=raw.index)
     out["transaction_id"] = raw["TRANSACTION_ID"].astype(str)
-    try:
-        times = pd.to_datetime(raw["TX_DATETIME"], utc=True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"TX_DATETIME: {exc}") from exc
+    times = parse_raw_times(raw["TX_DATETIME"])
+    if times.isna().any():
+        bad = raw.loc[times.isna(), "TX_DATETIME"].iloc[0]
+        raise ValueError(f"TX_DATETIME: {times.isna().sum()} value(s) do not parse as ISO-8601, e.g. {bad!r}")
     out["tx_datetime"] = times.dt.as_unit("us")
     out["customer_id"] = raw["CUSTOMER_ID"].astype(str)
     out["terminal_id"] = raw["TERMINAL_ID"].astype(str)

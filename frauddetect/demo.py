@@ -6,6 +6,9 @@ child process, ``local[2]``) -> replay producer -> the real alert Lambda handler
 -> SNS topic -> SQS queue (proof of delivery) -> summary from what landed in the lake and the queue.
 Everything the run writes lives in ``--workdir``. Progress and the readable summary go to stderr; with
 ``--json`` the last line of stdout is one JSON object.
+
+``--stack compose`` runs the same steps against Apache Kafka and LocalStack from ``local/docker-compose.yml``
+instead of the embedded broker and moto (:mod:`frauddetect.stacks`); nothing else changes.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from rich.table import Table
 
 from frauddetect import kafka_io
 from frauddetect.config import TRANSACTIONS_TOPIC
-from frauddetect.data import canonical, read_raw
+from frauddetect.data import canonical, parse_raw_times, read_raw, valid_rows
 from frauddetect.local_stack import EmbeddedStack, SqsDrain
 from frauddetect.features import LABEL_DELAY_DAYS
 from frauddetect.replay import plan_replay, produce_replay
+from frauddetect.stacks import StackSettings
 
 log = logging.getLogger("frauddetect.demo")
 console = Console(stderr=True)
@@ -53,6 +57,7 @@ class DemoOptions:
     timeout_s: float = 900
     max_offsets_per_trigger: int = 50_000
     dbt: bool = True
+    stack: StackSettings | None = None  # where Kafka and the AWS APIs are; None: the embedded stack
 
 
 def _setup_logging(workdir: Path) -> None:
@@ -62,6 +67,21 @@ def _setup_logging(workdir: Path) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+RUN_OUTPUTS = ("lake", "checkpoints", "analytics", "bootstrap", "model", "logs")
+
+
+def _clear_previous_run(workdir: Path, keep_model: bool) -> None:
+    """Remove what an earlier demo run left in ``workdir``: its checkpoints would make Spark resume at old
+    offsets on the new, empty broker, and its lake would be counted again. Only the run's own folders go."""
+    import shutil
+
+    found = [name for name in RUN_OUTPUTS if (workdir / name).exists() and not (keep_model and name == "model")]
+    if found:
+        console.print(f"replacing the previous run in {workdir} ({', '.join(found)})")
+        for name in found:
+            shutil.rmtree(workdir / name)
 
 
 def _load_input(opts: DemoOptions) -> tuple[pd.DataFrame, str, str]:
@@ -80,16 +100,25 @@ def _load_input(opts: DemoOptions) -> tuple[pd.DataFrame, str, str]:
         return raw, start, end
     if not (opts.start and opts.end):
         raise ValueError("--input needs --start and --end")
+    try:
+        first, last = pd.Timestamp(opts.start), pd.Timestamp(opts.end)
+    except ValueError as exc:
+        raise ValueError(f"--start/--end must be dates (YYYY-MM-DD): {exc}") from exc
+    if first > last:
+        raise ValueError(f"--start {opts.start} is after --end {opts.end}")
     return read_raw(opts.input), opts.start, opts.end
 
 
 def _history(raw: pd.DataFrame, start: str) -> pd.DataFrame:
-    """Clean rows before ``start`` in canonical form (bad rows there are skipped and counted in the log)."""
-    times = pd.to_datetime(raw["TX_DATETIME"], errors="coerce", utc=True)
-    before = raw[(times < pd.Timestamp(start, tz="UTC")).to_numpy()]
-    amount = pd.to_numeric(before["TX_AMOUNT"], errors="coerce")
-    ok = amount.notna() & pd.to_datetime(before["TX_DATETIME"], errors="coerce").notna()
+    """Clean rows before ``start`` in canonical form, for the state bootstrap and training.
+
+    Bad rows there are left out and counted (rows whose time does not parse are replayed instead, see
+    ``frauddetect.replay``, and quarantined by the stream).
+    """
+    before = raw[(parse_raw_times(raw["TX_DATETIME"]) < pd.Timestamp(start, tz="UTC")).to_numpy()]
+    ok = valid_rows(before)
     if (~ok).sum():
+        console.print(f"history: {int((~ok).sum())} bad row(s) before {start} left out of bootstrap and training")
         log.warning("history: %s bad rows before %s skipped", int((~ok).sum()), start)
     return canonical(before[ok.to_numpy()])
 
@@ -113,8 +142,14 @@ def _read_table(lake: Path, name: str) -> pd.DataFrame:
 
 
 def run_demo(opts: DemoOptions) -> dict:
-    """Run the main job end to end; returns the summary dict (keys as in ``--json``)."""
+    """Run the main job end to end; returns the summary dict (keys as in ``--json``).
+
+    With ``opts.stack`` other than embedded, call :func:`frauddetect.stacks.check_demo_stack` first (the CLI
+    does, before this module is even imported) so that a stack that is down or holds an earlier run's data
+    is reported in seconds rather than after training.
+    """
     opts.workdir.mkdir(parents=True, exist_ok=True)
+    _clear_previous_run(opts.workdir, keep_model=opts.model is not None)
     _setup_logging(opts.workdir)
     console.print(f"[bold]frauddetect demo[/] workdir: {opts.workdir}")
     raw, start, end = _load_input(opts)
@@ -139,14 +174,17 @@ def run_demo(opts: DemoOptions) -> dict:
     plan = plan_replay(raw, start, end)
     console.print(f"replay: {plan.n_transactions:,} transactions, {plan.n_labels:,} labels")
 
-    with EmbeddedStack(opts.workdir) as stack:
-        console.print(f"embedded stack: Kafka {stack.broker.bootstrap_servers}, "
-                      f"AWS APIs (moto) {stack.moto.endpoint_url}")
+    with EmbeddedStack(opts.workdir, opts.stack) as stack:
+        if stack.settings.starts_services:
+            console.print(f"embedded stack: Kafka {stack.bootstrap_servers}, "
+                          f"AWS APIs (moto) {stack.aws_endpoint_url}")
+        else:
+            console.print(stack.settings.describe())
         with console.status("starting the Spark streaming job"):
             stack.start_job(model_dir, state_bootstrap=bootstrap,
                             max_offsets_per_trigger=opts.max_offsets_per_trigger)
         stack.start_alert_lambda()
-        producer = Producer(kafka_io.producer_config(stack.broker.bootstrap_servers, **{"linger.ms": 5}))
+        producer = Producer(kafka_io.producer_config(stack.bootstrap_servers, **{"linger.ms": 5}))
         with _progress() as progress:
             task = progress.add_task("producing transactions", total=plan.n_transactions)
             stats = produce_replay(plan, producer, rate=opts.rate, on_progress=lambda n: progress.advance(task, n))

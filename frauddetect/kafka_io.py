@@ -11,6 +11,9 @@ Client settings: :func:`producer_config` and :func:`consumer_config` build the d
 
 Topics: :func:`ensure_topics` creates topics idempotently.
 
+One record, acknowledged or not at all: :func:`produce_confirmed` (request/response producers such as the
+label feedback Lambda).
+
 End offsets: :func:`end_offsets_via_fetch` reads high watermarks from Fetch responses. Do not use
 ListOffsets(latest) (``Consumer.get_watermark_offsets(cached=False)``, ``OFFSET_END``) for "where does this
 partition end": the embedded Tansu broker answers it with the base offset of the partition's last record
@@ -29,10 +32,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 __all__ = [
+    "DeliveryFailed",
     "consumer_config",
     "end_offsets_via_fetch",
     "ensure_topics",
     "fetch_high_watermarks",
+    "produce_confirmed",
     "producer_config",
     "topic_partitions",
 ]
@@ -54,6 +59,54 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     :returns: a new dict.
     """
     return {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, **overrides}
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not acknowledge a record (error, or no answer in time); it will not be sent later."""
+
+
+def produce_confirmed(
+    producer: Any,
+    topic: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    timeout: float,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> tuple[int, int]:
+    """Produce one record and wait until the broker acknowledged it; returns ``(partition, offset)``.
+
+    For a request/response caller that must answer "stored" or "not stored". Give the producer a
+    ``message.timeout.ms`` below ``timeout``: librdkafka then fails the record itself (delivery report with
+    an error) before this function gives up. If ``flush`` still returns with the record pending, the
+    producer's queues are purged so a long-lived producer (a warm Lambda) cannot deliver it later behind
+    the caller's back.
+
+    One ambiguity no client can remove remains: a record whose acknowledgement was lost after the broker
+    stored it is reported as failed, so a retry can store it a second time. Callers whose records are
+    idempotent by content (labels: last one per transaction wins) accept that.
+
+    :raises DeliveryFailed: the record was rejected, timed out, or could not be queued.
+    """
+    outcome: dict[str, Any] = {}
+
+    def on_delivery(err, msg) -> None:
+        outcome["error"] = err
+        outcome["message"] = msg
+
+    try:
+        producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+    except (BufferError, KafkaException) as exc:
+        raise DeliveryFailed(f"record not queued: {exc}") from exc
+    remaining = producer.flush(timeout)
+    if remaining or "message" not in outcome:
+        producer.purge(in_queue=True, in_flight=True)
+        producer.poll(0)  # serve the purge's delivery reports
+        raise DeliveryFailed(f"no acknowledgement within {timeout} s; the record was purged")
+    if outcome["error"] is not None:
+        raise DeliveryFailed(f"broker did not store the record: {outcome['error']}")
+    message = outcome["message"]
+    return int(message.partition()), int(message.offset())
 
 
 def consumer_config(bootstrap: str, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:

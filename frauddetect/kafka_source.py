@@ -39,6 +39,8 @@ Options (names as Spark's Kafka source has them; case-insensitive):
     continues from its checkpoint. Partitions that appear while the query runs start at earliest.
 ``maxOffsetsPerTrigger`` (optional)
     At most this many records of the FIRST subscribed topic per micro-batch (see below).
+``laterTopicsMaxOffsetsPerTrigger`` (optional; default 4 x ``maxOffsetsPerTrigger``)
+    A looser cap on each later topic, a safety valve for backlogs (see below).
 ``failOnDataLoss`` (default ``true``)
     ``true``: fail when a planned offset is no longer in the broker (deleted by retention). ``false``:
     continue from the earliest available offset.
@@ -61,10 +63,12 @@ Topic ordering guarantee (which the pipeline relies on; Spark's own source does 
     B's record is in micro-batch k or an earlier one. The replay producer uses this to make every label
     released before a transaction available no later than the transaction.
 
-``maxOffsetsPerTrigger`` caps the first topic only:
-    a cap on a later topic could leave behind records that were acknowledged before a record of an
-    earlier topic read in the same batch, which breaks the guarantee above. Later topics are read to
-    their end in every batch, so they should be the low-volume ones (labels after transactions).
+``maxOffsetsPerTrigger`` caps the first topic; later topics get a looser cap:
+    a tight cap on a later topic could leave behind records that were acknowledged before a record of an
+    earlier topic read in the same batch, which breaks the guarantee above. A producer that merges labels
+    and transactions in event time puts about one label per transaction, so 4x the first topic's cap keeps
+    the guarantee for it while a backlog cannot pull an unbounded number of labels into one micro-batch.
+    A source whose later topics are denser than that needs ``laterTopicsMaxOffsetsPerTrigger`` raised.
 
 Exactly once:
     The source is a :class:`pyspark.sql.datasource.SimpleDataSourceStreamReader`. Spark calls
@@ -164,6 +168,13 @@ def register(spark: Any) -> None:
 # -- options --------------------------------------------------------------------------------------------
 
 
+# Later topics (labels) get a looser cap than the first: a producer that merges labels and transactions in
+# event time puts about one label per transaction, so 4x keeps every label a batch's transactions need while
+# a backlog (a job restarted behind a producer far ahead) can no longer pull millions of labels into one
+# micro-batch and exhaust the driver's heap (seen: 920k labels with 50k transactions, OutOfMemoryError).
+LATER_TOPICS_CAP_FACTOR = 4
+
+
 @dataclass(frozen=True)
 class KafkaSourceOptions:
     """The source's options, parsed and checked (see the module doc for their meaning).
@@ -176,6 +187,7 @@ class KafkaSourceOptions:
     topics: tuple[str, ...]
     starting_offsets: str | dict[str, dict[int, int]] = "latest"
     max_offsets_per_trigger: int | None = None
+    later_topics_max_offsets_per_trigger: int | None = None
     fail_on_data_loss: bool = True
     poll_timeout_s: float = 120.0
     consumer_overrides: dict[str, str] = field(default_factory=dict)
@@ -208,11 +220,14 @@ class KafkaSourceOptions:
                     raise ValueError(f"{SOURCE_NAME}: option '{key}' is not supported (the source sets it)")
                 overrides[name] = value
 
+        cap = _parse_positive_int(opts, "maxOffsetsPerTrigger")
         return cls(
             bootstrap_servers=bootstrap,
             topics=topics,
             starting_offsets=_parse_starting_offsets(opts.get("startingoffsets", "latest"), topics),
-            max_offsets_per_trigger=_parse_positive_int(opts, "maxOffsetsPerTrigger"),
+            max_offsets_per_trigger=cap,
+            later_topics_max_offsets_per_trigger=_parse_positive_int(opts, "laterTopicsMaxOffsetsPerTrigger")
+            or (LATER_TOPICS_CAP_FACTOR * cap if cap else None),
             fail_on_data_loss=_parse_bool(opts.get("failondataloss", "true"), "failOnDataLoss"),
             poll_timeout_s=(_parse_positive_int(opts, "kafkaConsumer.pollTimeoutMs") or 120_000) / 1000.0,
             consumer_overrides=overrides,
@@ -390,7 +405,8 @@ class KafkaSimpleStreamReader(SimpleDataSourceStreamReader):
             )
             records, read_ends = reader.drain(
                 to_read,
-                cap=self.options.max_offsets_per_trigger if index == 0 else None,
+                cap=self.options.max_offsets_per_trigger if index == 0
+                else self.options.later_topics_max_offsets_per_trigger,
                 fresh=index > 0,
                 deadline=deadline,
             )

@@ -4,6 +4,10 @@
 runs the Spark streaming job as a child process (``glue_jobs/streaming_job.py``), the real alert Lambda
 behind the local MSK poller, and drains the SNS proof-of-delivery queue. Everything is stopped on exit,
 also on an exception or Ctrl-C.
+
+Given the ``compose`` stack's settings (:mod:`frauddetect.stacks`), it starts neither broker nor moto: it
+connects to the running Apache Kafka and LocalStack instead, and everything else (topic and resource
+creation, job, Lambda, poller, drain) is the same code.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import boto3
 from frauddetect import kafka_io
 from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
 from frauddetect.embedded import EmbeddedBroker, MotoServer, die_with_parent
+from frauddetect.stacks import StackNotSupported, StackSettings, check_reachable
 
 log = logging.getLogger("frauddetect.local_stack")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +89,22 @@ class EmbeddedStack(contextlib.AbstractContextManager):
     """Broker, AWS APIs, streaming job, alert Lambda and delivery proof for one ``workdir``.
 
     Layout under ``workdir``: ``lake/``, ``checkpoints/`` (Spark's and the job's), ``logs/``.
+
+    ``stack``: where Kafka and the AWS APIs are (:func:`frauddetect.stacks.resolve_stack`); default
+    ``embedded`` (started here, on free ports). For ``compose`` the services must be running already;
+    entering checks that they answer and names those that do not. Endpoints in use:
+    :attr:`bootstrap_servers`, :attr:`aws_endpoint_url`.
     """
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, stack: StackSettings | None = None):
+        self.settings = stack or StackSettings("embedded")
+        if self.settings.name not in ("embedded", "compose"):
+            raise StackNotSupported(
+                f"the local stack runs on the embedded or the compose stack, not on {self.settings.name!r}")
+        self.broker: EmbeddedBroker | None = None
+        self.moto: MotoServer | None = None
+        self.bootstrap_servers: str | None = None
+        self.aws_endpoint_url: str | None = None
         self.workdir = Path(workdir)
         self.logs = self.workdir / "logs"
         self.checkpoints = self.workdir / "checkpoints"
@@ -101,17 +119,29 @@ class EmbeddedStack(contextlib.AbstractContextManager):
 
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            self.broker = self._exit.enter_context(EmbeddedBroker(log_path=self.logs / "broker.log"))
-            self.moto = self._exit.enter_context(MotoServer())
-            kafka_io.ensure_topics(self.broker.bootstrap_servers,
+            if self.settings.starts_services:
+                self.broker = self._exit.enter_context(EmbeddedBroker(log_path=self.logs / "broker.log"))
+                self.moto = self._exit.enter_context(MotoServer())
+                self.bootstrap_servers, self.aws_endpoint_url = self.broker.bootstrap_servers, self.moto.endpoint_url
+            else:
+                check_reachable(self.settings)  # fails in seconds, naming the service that is missing
+                self.bootstrap_servers = self.settings.bootstrap_servers
+                self.aws_endpoint_url = self.settings.aws_endpoint_url
+            kafka_io.ensure_topics(self.bootstrap_servers,
                                    [TRANSACTIONS_TOPIC, LABELS_TOPIC, ALERTS_TOPIC, QUARANTINE_TOPIC])
-            self.resources = ensure_local_resources(self.moto.endpoint_url)
+            self.resources = ensure_local_resources(self.aws_endpoint_url, region=self.settings.region)
             os.environ.update(self.resources.lambda_environment())
-            os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+            if self.settings.starts_services:
+                os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+                os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+            else:
+                # LocalStack derives the account from the access key: the Lambda must use the same dummy
+                # credentials that created the resources, never a developer's real ones.
+                os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+                os.environ.pop("AWS_SESSION_TOKEN", None)
             os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fraud-alerts")
             os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
-            self.drain = SqsDrain(self.resources.alerts_queue_url, self.moto.endpoint_url, self.resources.region)
+            self.drain = SqsDrain(self.resources.alerts_queue_url, self.aws_endpoint_url, self.resources.region)
             self.drain.start()
             self._exit.callback(self.drain.finish)
         except BaseException:
@@ -141,7 +171,7 @@ class EmbeddedStack(contextlib.AbstractContextManager):
         entry = [str(script)] if script.exists() else ["-m", "frauddetect.streaming"]
         cmd = [
             sys.executable, *entry,
-            "--bootstrap-servers", self.broker.bootstrap_servers,
+            "--bootstrap-servers", self.bootstrap_servers,
             "--lake-uri", str(self.workdir / "lake"),
             "--checkpoint-uri", str(self.checkpoints),
             "--model-dir", str(model_dir),
@@ -211,7 +241,7 @@ class EmbeddedStack(contextlib.AbstractContextManager):
         from lambdas.alert_handler import app as alert_app
 
         self.poller = MskPoller(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            bootstrap_servers=self.bootstrap_servers,
             handler=alert_app.handler,
             explain=explain_msk_record,
             dead_letter=self.resources.alerts_dlq_url,

@@ -26,6 +26,7 @@ import pandas as pd
 from confluent_kafka import Producer
 
 from frauddetect.config import LABELS_TOPIC, TRANSACTIONS_TOPIC
+from frauddetect.data import parse_raw_times
 from frauddetect.features import LABEL_DELAY_DAYS
 
 LABEL_SOURCE = "replayed_ground_truth"
@@ -97,15 +98,20 @@ def plan_replay(
     """Build the merged, event-time-ordered stream for the window ``[start, end]`` (end day inclusive).
 
     ``raw``: handbook raw schema; ``TX_FRAUD`` is needed for labels (rows without it get no label).
-    Rows whose time does not parse keep their position in the input (they take the time of the previous
-    row for ordering) and are published for the stream to quarantine.
+    Rows whose time does not parse are always published (for the stream to quarantine), at their position
+    in the input: the previous row's time, clipped into the window.
     """
     start_ts = pd.Timestamp(start, tz="UTC")
     end_ts = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
     delay = pd.Timedelta(days=label_delay_days)
-    times = pd.to_datetime(raw["TX_DATETIME"], errors="coerce", utc=True)
+    times = parse_raw_times(raw["TX_DATETIME"])
+    bad_time = times.isna()
+    # A row whose time does not parse cannot be placed in event time: it keeps its place in the input
+    # (the previous row's time, clipped into the window) and is always replayed, so the stream quarantines
+    # it rather than it vanishing here.
     order_time = times.ffill().fillna(start_ts)
-    in_window = (order_time >= start_ts) & (order_time < end_ts)
+    order_time = order_time.where(~bad_time, order_time.clip(start_ts, end_ts - pd.Timedelta(microseconds=1)))
+    in_window = ((times >= start_ts) & (times < end_ts)) | bad_time
     tx = raw[in_window.to_numpy()]
     tx_time = order_time[in_window.to_numpy()]
     tx_events = pd.DataFrame(

@@ -434,3 +434,25 @@ def test_starting_offsets_json_starts_at_the_given_offsets(embedded_broker, uniq
         assert end == {first: {"0": 104}, later: {"0": 3}}  # "latest" is the end after the batched produce
     finally:
         reader.stop()
+
+
+def test_later_topics_get_a_looser_cap_against_backlogs(kspark, embedded_broker, unique_topic, tmp_path):
+    bootstrap = embedded_broker.bootstrap_servers
+    first, later = unique_topic("capped"), unique_topic("backlog")
+    kafka_io.ensure_topics(bootstrap, [first, later])
+    _produce_batched(bootstrap, first, [f"a{i}".encode() for i in range(20)], first_ts_ms=1_000)
+    _produce_batched(bootstrap, later, [f"b{i}".encode() for i in range(100)], first_ts_ms=1_000)
+
+    sink = Sink()
+    query = _start(
+        kspark, bootstrap, [first, later], tmp_path / "ckpt", sink, {"processingTime": "0 seconds"},
+        maxOffsetsPerTrigger=10,
+    )
+    try:
+        sink.wait_for(query, {first: 20, later: 100})
+    finally:
+        query.stop()
+
+    per_batch = [Counter(r["topic"] for r in rows) for _, rows in sink.batches if rows]
+    assert [c[later] for c in per_batch] == [40, 40, 20]  # 4 x maxOffsetsPerTrigger
+    assert [r["value"] for r in sink.rows(later)] == [f"b{i}".encode() for i in range(100)]

@@ -53,3 +53,16 @@ def test_bad_raw_values_are_passed_through_for_the_stream_to_quarantine():
     assert "terminal_id" not in values[0]
     assert values[1]["tx_amount"] == "twelve"
     assert values[2]["tx_datetime"] == "not-a-time"  # kept in place, after its predecessor
+
+
+def test_mixed_time_layouts_and_unparseable_times_are_never_lost():
+    r = pd.DataFrame({
+        "TRANSACTION_ID": [1, 2, 3, 4, 5],
+        "TX_DATETIME": ["2018-07-24 23:00:00", "garbage", "2018-07-25T01:00:00Z", "2018-07-25T02:00:00+00:00",
+                        "2018-07-25 03:00:00"],
+        "CUSTOMER_ID": [1] * 5, "TERMINAL_ID": [1] * 5, "TX_AMOUNT": [1.0] * 5, "TX_FRAUD": [0] * 5,
+    })
+    plan = plan_replay(r, "2018-07-25", "2018-07-25")
+    ids = [json.loads(v)["transaction_id"] for v in plan.events.loc[plan.events["kind"] == "transaction", "value"]]
+    # the garbage row sits before the window in the input but is replayed (for the stream to quarantine)
+    assert ids == ["2", "3", "4", "5"]
