@@ -183,7 +183,7 @@ def _kafka_problem(bootstrap: str, timeout: float) -> str | None:
 def _http_json(url: str, timeout: float) -> dict | None:
     """GET ``url`` as JSON; ``None`` when it is not there (404, not JSON: not a LocalStack)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - a local http URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read())
     except (urllib.error.URLError, TimeoutError, ValueError, OSError):
         return None

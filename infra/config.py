@@ -60,6 +60,11 @@ class EnvironmentConfig:
         """``frauddetect-<env>``: for names that must be readable (aliases, log groups)."""
         return f"{PROJECT}-{self.name}"
 
+    @property
+    def msk_cluster_name(self) -> str:
+        """Name of the environment's MSK cluster (``frauddetect-<env>``); IAM policies on its topics use it."""
+        return self.resource_prefix
+
 
 ENVIRONMENTS: dict[str, EnvironmentConfig] = {
     "dev": EnvironmentConfig(

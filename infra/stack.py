@@ -10,12 +10,14 @@ from constructs import Construct
 from infra.alerting import Alerting
 from infra.config import PROJECT, EnvironmentConfig
 from infra.data_lake import DataLake
+from infra.feedback import LabelFeedback
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class FraudDetectStack(Stack):
-    """Data lake and alerting (more constructs follow: MSK, the Glue streaming job, SageMaker endpoint)."""
+    """Data lake, alerting and label feedback (more constructs follow: MSK, the Glue streaming job, SageMaker
+    endpoint)."""
 
     def __init__(
         self,
@@ -40,6 +42,9 @@ class FraudDetectStack(Stack):
 
         self.lake = DataLake(self, "DataLake", config=config)
         self.alerting = Alerting(self, "Alerting", config=config, code_root=code_root)
+        self.feedback = LabelFeedback(
+            self, "LabelFeedback", config=config, code_root=code_root, idempotency_table=self.alerting.table
+        )
 
         CfnOutput(self, "LakeBucketName", value=self.lake.bucket.bucket_name)
         CfnOutput(self, "GlueDatabaseName", value=self.lake.database_name)

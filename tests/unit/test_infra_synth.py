@@ -223,6 +223,53 @@ def test_environments_differ_where_intended(synths: dict[str, Synth]) -> None:
     assert dev_table["Properties"].get("DeletionProtectionEnabled") is not True
     assert prod_table["Properties"]["DeletionProtectionEnabled"] is True
 
-    _, dev_logs = dev.only("AWS::Logs::LogGroup")
-    _, prod_logs = prod.only("AWS::Logs::LogGroup")
-    assert dev_logs["Properties"]["RetentionInDays"] < prod_logs["Properties"]["RetentionInDays"]
+    dev_logs = dev.template.find_resources("AWS::Logs::LogGroup")
+    prod_logs = prod.template.find_resources("AWS::Logs::LogGroup")
+    assert len(dev_logs) == len(prod_logs) == 2  # one per Lambda: alerts, label feedback
+    assert max(g["Properties"]["RetentionInDays"] for g in dev_logs.values()) < min(
+        g["Properties"]["RetentionInDays"] for g in prod_logs.values()
+    )
+
+
+def test_label_feedback_lambda_sits_behind_an_iam_authorised_http_api(synth: Synth) -> None:
+    table_id, _ = synth.only("AWS::DynamoDB::Table")
+    functions = synth.template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "lambdas.label_feedback.app.handler"}}
+    )
+    assert len(functions) == 1
+    function_id, fn = next(iter(functions.items()))
+    props = fn["Properties"]
+    assert props["Architectures"] == ["arm64"]
+    env = props["Environment"]["Variables"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == {"Ref": "KafkaBootstrapServers"}
+    assert env["LABELS_TOPIC"] == "labels"
+    assert env["IDEMPOTENCY_TABLE"] == {"Ref": table_id}  # shared with the alert handler, other key prefix
+    # Same asset as the alert handler: one upload.
+    _, alert_fn = _alert_function(synth)
+    assert props["Code"] == alert_fn["Properties"]["Code"]
+
+    _, api = synth.only("AWS::ApiGatewayV2::Api")
+    assert api["Properties"]["ProtocolType"] == "HTTP"
+    _, route = synth.only("AWS::ApiGatewayV2::Route")
+    assert route["Properties"]["RouteKey"] == "POST /verdicts"
+    assert route["Properties"]["AuthorizationType"] == "AWS_IAM"
+    _, integration = synth.only("AWS::ApiGatewayV2::Integration")
+    assert integration["Properties"]["IntegrationType"] == "AWS_PROXY"
+    assert integration["Properties"]["PayloadFormatVersion"] == "2.0"
+    assert function_id in str(integration["Properties"]["IntegrationUri"])
+    synth.template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"Action": "lambda:InvokeFunction", "Principal": "apigateway.amazonaws.com",
+         "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]}},
+    )
+
+    role_id = props["Role"]["Fn::GetAtt"][0]
+    policies = synth.template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+    statements = [st for p in policies.values() for st in p["Properties"]["PolicyDocument"]["Statement"]]
+    actions = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"} <= actions
+    assert {"kafka-cluster:Connect", "kafka-cluster:WriteData", "kafka-cluster:DescribeTopic"} <= actions
+    write = next(st for st in statements if "kafka-cluster:WriteData" in st["Action"])
+    parts = write["Resource"]["Fn::Join"][1]
+    assert parts[-1].startswith(":topic/frauddetect-") and parts[-1].endswith("/*/labels")  # that topic only
+    assert "sns:Publish" not in actions  # it only writes labels
