@@ -14,6 +14,7 @@ Prints one JSON object (and writes it to ``--out`` if given).
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handbook_reference import handbook_features  # noqa: E402
 
 from frauddetect.data import canonical  # noqa: E402
-from frauddetect.demo import DemoOptions, run_demo  # noqa: E402
 from frauddetect.features import offline_features  # noqa: E402
 
 KEYS = ("transactions", "scored", "quarantined", "alerts", "sns_messages", "throughput_tps", "latency_ms_p50",
         "latency_ms_p99", "state_rows", "auc", "average_precision", "card_precision_at_100")
+
+
+def run_demo(workdir: Path, *args: str) -> dict:
+    """One ``frauddetect demo --json`` run in its own process (as a user runs it: the alert Lambda's
+    module-level AWS clients bind the endpoints of the process's first stack)."""
+    cmd = [sys.executable, "-m", "frauddetect", "demo", "--workdir", str(workdir), "--no-dbt", "--json", *args]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -48,15 +56,15 @@ def main() -> int:
 
     model = None
     if "throughput" not in args.skip:
-        s = run_demo(DemoOptions(workdir=work / "throughput", input=Path(args.input), start=args.start, end=args.end,
-                                 dbt=False, max_offsets_per_trigger=args.max_offsets_per_trigger))
+        s = run_demo(work / "throughput", "--input", args.input, "--start", args.start, "--end", args.end,
+                     "--max-offsets-per-trigger", str(args.max_offsets_per_trigger))
         report["throughput_run"] = {k: s.get(k) for k in KEYS}
         model = work / "throughput" / "model"
     if "latency" not in args.skip:
         end = (pd.Timestamp(args.start) + pd.Timedelta(days=args.paced_days - 1)).strftime("%Y-%m-%d")
-        s = run_demo(DemoOptions(workdir=work / "latency", input=Path(args.input), start=args.start, end=end,
-                                 rate=args.rate, model=model, dbt=False,
-                                 max_offsets_per_trigger=args.max_offsets_per_trigger))
+        s = run_demo(work / "latency", "--input", args.input, "--start", args.start, "--end", end,
+                     "--rate", str(args.rate), "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
+                     *(["--model", str(model)] if model else []))
         report["paced_run"] = {"rate_tps": args.rate, **{k: s.get(k) for k in KEYS}}
     if "reference" not in args.skip:
         raw = pd.read_parquet(args.input)
