@@ -8,31 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, IgnoreMode, Stack
+from aws_cdk import CfnOutput
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
+from infra.python_function import PowertoolsFunction
 
 ALERT_HANDLER = "lambdas.alert_handler.app.handler"
-ALERT_RUNTIME = lambda_.Runtime.PYTHON_3_13  # = Glue 6.0's Python; the layer name below must match it
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # AWS-owned publisher of the public Powertools layers
-POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python313-arm64"
-
-# The function's code is the repository root filtered down to the two packages the handler imports
-# (dockerignore syntax: ignore everything, then re-include). An allowlist keeps runs/, demo-*/, .venv/,
-# tests/, data and secrets out of the asset whatever appears in the repository later.
-ALERT_ASSET_EXCLUDES = [
-    "*",
-    "!frauddetect/",
-    "!lambdas/",
-    "**/__pycache__",
-    "**/*.pyc",
-]
 
 
 class Alerting(Construct):
@@ -54,7 +39,6 @@ class Alerting(Construct):
         code_root: Path,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
 
         # Its own key, not the lake's: reading the lake does not grant reading alert payloads.
         self.key = kms.Key(
@@ -90,47 +74,22 @@ class Alerting(Construct):
             removal_policy=config.removal_policy,
         )
 
-        log_group = logs.LogGroup(
-            self,
-            "AlertHandlerLogs",
-            retention=config.log_retention,
-            removal_policy=config.removal_policy,
-        )
-
-        # Docker bundling is not available where this is built, so the asset holds only our code. Its
-        # third-party dependencies (aws-lambda-powertools with tracer/validation extras, pydantic v2 for
-        # frauddetect.alerts, aws-xray-sdk) come from the public Powertools layer; boto3 from the runtime.
-        powertools = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "PowertoolsLayer",
-            f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"{POWERTOOLS_LAYER_NAME}:{config.powertools_layer_version}",
-        )
-
-        self.function = lambda_.Function(
+        self.function = PowertoolsFunction(
             self,
             "AlertHandler",
-            description=f"frauddetect {config.name}: fraud-alerts records -> one SNS message per alert",
-            runtime=ALERT_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
+            config=config,
+            code_root=code_root,
             handler=ALERT_HANDLER,
-            code=lambda_.Code.from_asset(
-                str(code_root), ignore_mode=IgnoreMode.DOCKER, exclude=ALERT_ASSET_EXCLUDES
-            ),
-            layers=[powertools],
-            memory_size=config.alert_memory_mb,
-            timeout=Duration.seconds(config.alert_timeout_seconds),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=log_group,
+            description=f"frauddetect {config.name}: fraud-alerts records -> one SNS message per alert",
+            memory_mb=config.alert_memory_mb,
+            timeout_seconds=config.alert_timeout_seconds,
             environment={
                 "ALERTS_TOPIC_ARN": self.topic.topic_arn,
                 "IDEMPOTENCY_TABLE": self.table.table_name,
                 "IDEMPOTENCY_TTL_SECONDS": str(config.idempotency_ttl_seconds),
                 "POWERTOOLS_SERVICE_NAME": "fraud-alerts",
-                "POWERTOOLS_METRICS_NAMESPACE": "FraudDetect",
-                "POWERTOOLS_LOG_LEVEL": config.alert_log_level,
             },
-        )
+        ).function
 
         # Both grants include the KMS permissions the encrypted topic and table need.
         self.topic.grant_publish(self.function)

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, CfnParameter, Duration, IgnoreMode, Stack
+from aws_cdk import Aws, CfnOutput, CfnParameter, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.alerting import ALERT_ASSET_EXCLUDES, ALERT_RUNTIME, POWERTOOLS_LAYER_ACCOUNT, POWERTOOLS_LAYER_NAME
 from infra.config import EnvironmentConfig
+from infra.python_function import PowertoolsFunction
 
 FEEDBACK_HANDLER = "lambdas.label_feedback.app.handler"
 LABELS_TOPIC = "labels"
@@ -67,32 +65,15 @@ class LabelFeedback(Construct):
             "replaced by the MSK cluster's brokers when the stack creates the cluster",
         )
 
-        log_group = logs.LogGroup(
-            self,
-            "LabelFeedbackLogs",
-            retention=config.log_retention,
-            removal_policy=config.removal_policy,
-        )
-        powertools = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "PowertoolsLayer",
-            f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"{POWERTOOLS_LAYER_NAME}:{config.powertools_layer_version}",
-        )
-        self.function = lambda_.Function(
+        self.function = PowertoolsFunction(
             self,
             "LabelFeedbackHandler",
-            description=f"frauddetect {config.name}: analyst verdicts -> Kafka labels topic",
-            runtime=ALERT_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
+            config=config,
+            code_root=code_root,
             handler=FEEDBACK_HANDLER,
-            # The same asset as the alert handler (same files, same hash: uploaded once).
-            code=lambda_.Code.from_asset(str(code_root), ignore_mode=IgnoreMode.DOCKER, exclude=ALERT_ASSET_EXCLUDES),
-            layers=[powertools],
-            memory_size=256,
-            timeout=Duration.seconds(FEEDBACK_TIMEOUT_SECONDS),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=log_group,
+            description=f"frauddetect {config.name}: analyst verdicts -> Kafka labels topic",
+            memory_mb=256,
+            timeout_seconds=FEEDBACK_TIMEOUT_SECONDS,
             environment={
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap.value_as_string,
                 "LABELS_TOPIC": LABELS_TOPIC,
@@ -101,10 +82,8 @@ class LabelFeedback(Construct):
                 "IDEMPOTENCY_TABLE": idempotency_table.table_name,
                 "IDEMPOTENCY_TTL_SECONDS": str(config.idempotency_ttl_seconds),
                 "POWERTOOLS_SERVICE_NAME": "label-feedback",
-                "POWERTOOLS_METRICS_NAMESPACE": "FraudDetect",
-                "POWERTOOLS_LOG_LEVEL": config.alert_log_level,
             },
-        )
+        ).function
         idempotency_table.grant_read_write_data(self.function)  # includes the table key's KMS permissions
 
         # MSK IAM access control: connect to the cluster, write (and describe) the labels topic only.
