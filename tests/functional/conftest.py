@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from emf_metrics import emf_metric_totals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = REPO_ROOT / "tests" / "events"
@@ -90,17 +91,7 @@ class AlertApp:
 
     def metric_totals(self) -> dict[str, float]:
         """Sum of every EMF metric value printed so far, by metric name."""
-        totals: dict[str, float] = {}
-        for line in self.stdout().splitlines():
-            if not line.startswith("{") or '"_aws"' not in line:
-                continue
-            blob = json.loads(line)
-            for directive in blob["_aws"]["CloudWatchMetrics"]:
-                for metric in directive["Metrics"]:
-                    values = blob[metric["Name"]]
-                    values = values if isinstance(values, list) else [values]
-                    totals[metric["Name"]] = totals.get(metric["Name"], 0.0) + sum(values)
-        return totals
+        return emf_metric_totals(self.stdout())
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from emf_metrics import emf_metric_totals
 
 from frauddetect import kafka_io
 from frauddetect.embedded import free_port
@@ -71,16 +72,7 @@ class FeedbackApp:
         return "".join(self._stdout)
 
     def metric_totals(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for line in self.stdout().splitlines():
-            if line.startswith("{") and '"_aws"' in line:
-                blob = json.loads(line)
-                for directive in blob["_aws"]["CloudWatchMetrics"]:
-                    for metric in directive["Metrics"]:
-                        values = blob[metric["Name"]]
-                        totals[metric["Name"]] = totals.get(metric["Name"], 0.0) + sum(
-                            values if isinstance(values, list) else [values])
-        return totals
+        return emf_metric_totals(self.stdout())
 
 
 @pytest.fixture
