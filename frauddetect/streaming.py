@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from confluent_kafka import Producer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from frauddetect.config import ALERTS_TOPIC, LABELS_TOPIC, QUARANTINE_TOPIC, TRANSACTIONS_TOPIC
 from frauddetect.features import FeatureState, state_input, to_epoch_us
@@ -52,8 +52,19 @@ class JobConfig(BaseModel):
     bootstrap_servers: str
     lake_uri: str = Field(description="local path or s3://bucket/prefix of the data lake")
     checkpoint_uri: str = Field(description="local path or s3:// prefix for Spark's and the job's checkpoints")
-    model_dir: str = Field(description="directory holding the exported model (TF Serving layout)")
+    model_dir: str | None = Field(
+        default=None,
+        description="directory holding the exported model (TF Serving layout): scored in-process, or with "
+        "endpoint_name only read for its metadata (threshold, version)",
+    )
     threshold: float | None = Field(default=None, description="alert threshold; default from model metadata")
+    endpoint_name: str | None = Field(
+        default=None, description="score through this SageMaker endpoint (the Glue job's mode) instead of model_dir"
+    )
+    endpoint_region: str | None = Field(default=None, description="the endpoint's AWS region (default: boto3's)")
+    endpoint_url: str | None = Field(
+        default=None, description="InvokeEndpoint address override: a local endpoint or a VPC interface endpoint"
+    )
     state_bootstrap: str | None = Field(
         default="lake",
         description="how a job without a checkpoint seeds its feature state: 'lake' (recent scored "
@@ -67,6 +78,19 @@ class JobConfig(BaseModel):
     allowed_lateness_seconds: int = 3_600
     kafka_options: dict[str, str] = Field(default_factory=dict, description="extra kafka.* source options")
     run_seconds: float | None = Field(default=None, description="stop after this long (None: until SIGTERM)")
+
+    @model_validator(mode="after")
+    def _model_source(self) -> "JobConfig":
+        if not (self.model_dir or self.endpoint_name):
+            raise ValueError("give --model-dir (in-process SavedModel) or --endpoint-name (SageMaker endpoint)")
+        if (self.endpoint_region or self.endpoint_url) and not self.endpoint_name:
+            raise ValueError("--endpoint-region/--endpoint-url need --endpoint-name")
+        if self.endpoint_name and not self.model_dir and self.threshold is None:
+            raise ValueError(
+                "with --endpoint-name and no --model-dir there is no model metadata to take the alert threshold "
+                "from: give --threshold, or --model-dir with the deployed model's metadata.json"
+            )
+        return self
 
 
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -480,8 +504,11 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--lake-uri", required=True)
     p.add_argument("--checkpoint-uri", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--threshold", type=float)
+    p.add_argument("--model-dir", help="exported model; with --endpoint-name only its metadata.json is read")
+    p.add_argument("--threshold", type=float, help="alert threshold (default: the model metadata's)")
+    p.add_argument("--endpoint-name", help="score through this SageMaker endpoint instead of the SavedModel")
+    p.add_argument("--endpoint-region", help="the endpoint's AWS region (default: AWS_REGION / boto3's)")
+    p.add_argument("--endpoint-url", help="InvokeEndpoint address, e.g. a local endpoint http://127.0.0.1:8080")
     p.add_argument("--state-bootstrap", default="lake", help="'lake', a Parquet history file, or 'none'")
     p.add_argument("--source-format", default="kafka_confluent")
     p.add_argument("--starting-offsets", default="earliest")
@@ -493,7 +520,40 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     a = p.parse_args(argv)
     if a.state_bootstrap == "none":
         a.state_bootstrap = None
-    return JobConfig(**{k: v for k, v in vars(a).items() if k != "master" and (v is not None or k == "state_bootstrap")})
+    try:
+        return JobConfig(**{k: v for k, v in vars(a).items() if k != "master" and (v is not None or k == "state_bootstrap")})
+    except ValidationError as exc:
+        p.error("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def build_scorer(config: JobConfig) -> tuple[Scorer, float]:
+    """The job's scorer and alert threshold.
+
+    With ``endpoint_name``: an :class:`~frauddetect.endpoint.EndpointScorer` (no TensorFlow in the
+    process); the threshold is ``threshold`` or the one in ``model_dir``'s metadata.json, the recorded
+    model version the metadata's (else the endpoint name). Otherwise: a
+    :class:`~frauddetect.model.SavedModelScorer` on ``model_dir``, threshold from ``threshold`` or its
+    metadata. Raises FileNotFoundError/ValueError when the model or its metadata is missing or invalid.
+    """
+    from frauddetect.model import load_metadata
+
+    if config.endpoint_name:
+        from frauddetect.endpoint import EndpointScorer
+
+        metadata = load_metadata(config.model_dir) if config.model_dir else {}
+        scorer = EndpointScorer(
+            config.endpoint_name,
+            region=config.endpoint_region,
+            endpoint_url=config.endpoint_url,
+            model_version=metadata.get("version"),
+        )
+        threshold = config.threshold if config.threshold is not None else float(metadata["threshold"])
+        return scorer, threshold
+    from frauddetect.model import SavedModelScorer
+
+    scorer = SavedModelScorer(config.model_dir)
+    threshold = config.threshold if config.threshold is not None else float(load_metadata(config.model_dir)["threshold"])
+    return scorer, threshold
 
 
 def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
@@ -501,14 +561,13 @@ def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     config = parse_args(argv)
-    from frauddetect.model import SavedModelScorer, load_metadata
-
-    scorer = SavedModelScorer(config.model_dir)
-    threshold = config.threshold if config.threshold is not None else float(load_metadata(config.model_dir)["threshold"])
+    scorer, threshold = build_scorer(config)
     from frauddetect.features import FEATURE_COLUMNS
 
-    scorer.score(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))  # warm up before the first batch
-    log.info("model %s loaded, alert threshold %.4f", scorer.model_version, threshold)
+    # Warm up before the first batch; with an endpoint, also a fail-fast check that it is there.
+    scorer.score(np.zeros((1, len(FEATURE_COLUMNS)), dtype=np.float32))
+    where = f"endpoint {config.endpoint_name}" if config.endpoint_name else "in-process SavedModel"
+    log.info("model %s (%s), alert threshold %.4f", scorer.model_version, where, threshold)
     spark = build_spark(master=master)
     spark.sparkContext.setLogLevel("WARN")
     run_job(spark, config, scorer, threshold)

@@ -146,3 +146,23 @@ def alerts_inbox(local_aws):
     """``alerts_inbox()``: receive and delete everything on the queue subscribed to the alerts topic;
     returns the SNS envelopes (dicts with ``Message``, ``Subject``, ``Timestamp``, ``MessageAttributes``)."""
     return lambda: _drain_queue(local_aws.alerts_queue_url)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A small exported fraud model (real Keras training and SavedModel export, seconds instead of minutes)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory):
+    """An :class:`~frauddetect.model.ExportedModel` (version 3): the project's Keras network trained for 2
+    epochs on 4,000 synthetic rows, exported with ``export_model`` (SavedModel, model.tar.gz, metadata
+    with threshold 0.5). For tests of loading, serving and scoring -- not of model quality."""
+    from synthetic_features import synthetic_features
+
+    from frauddetect.model import export_model, limit_tf_threads, train_model
+
+    limit_tf_threads(1, 1)  # other engineers' tests share the 2 cores
+    x, y = synthetic_features(4_000, seed=1)
+    model = train_model(x, y, epochs=2, seed=0)
+    return export_model(model, tmp_path_factory.mktemp("small_model"), version=3, metadata={"threshold": 0.5})
