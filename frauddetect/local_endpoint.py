@@ -40,7 +40,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -90,7 +90,7 @@ def predict(scorer: Scorer, body: bytes, content_type: str | None) -> tuple[int,
         return 400, json.dumps({"error": str(exc)}).encode()
     try:
         scores = scorer.score(x)
-    except Exception as exc:  # noqa: BLE001 - whatever the model raised is the container's 500
+    except Exception as exc:
         log.exception("model failed on %d rows", len(x))
         return 500, json.dumps({"error": f"model failed: {exc}"}).encode()
     return 200, json.dumps({"predictions": scores.reshape(-1, 1).tolist()}).encode()
@@ -170,7 +170,7 @@ class LocalEndpoint:
         self.url = f"http://{host}:{self.port}"
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "LocalEndpoint":
+    def start(self) -> Self:
         """Start serving in a daemon thread; returns self."""
         # A short poll interval: stop() waits for one (werkzeug's default is 0.5 s).
         self._thread = threading.Thread(
@@ -187,10 +187,10 @@ class LocalEndpoint:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> "LocalEndpoint":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
