@@ -65,7 +65,8 @@ class LaunchConfig:
     ``role_arn``: the SageMaker execution role (reads the bucket, writes the model, pulls the images).
     ``bucket``: the S3 bucket (name, no ``s3://``) for the training data (``train_prefix``), source
     uploads, the model (``output_prefix``) and captured requests (``capture_prefix``).
-    ``deploy_start``: first day the model will score (YYYY-MM-DD), passed to ``training/train.py``;
+    ``deploy_start`` (first day the model will score) or ``train_start`` (first training day), YYYY-MM-DD,
+    one of them to train: passed to ``training/train.py`` as ``--deploy-start`` / ``--train-start``;
     ``hyperparameters``: further ``training/train.py`` options without the dashes (``{"train-days": "7"}``).
     ``tf_version`` / ``serving_tf_version``: framework versions of the training and TF Serving images
     (``image_uris``); the newest of each in sagemaker 3.27 are 2.21 and 2.20.
@@ -80,6 +81,7 @@ class LaunchConfig:
     bucket: str
     region: str
     deploy_start: str | None = None
+    train_start: str | None = None
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     train_prefix: str = "training/transactions"
     output_prefix: str = "models"
@@ -105,17 +107,22 @@ class LaunchConfig:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
             raise ValueError(f"not an S3 bucket name (give the name, without s3://): {self.bucket!r}")
         if self.model_data_url is None:
-            if self.deploy_start is None:
-                raise ValueError("deploy_start is required to train (or give model_data_url to deploy)")
-            date.fromisoformat(self.deploy_start)  # ValueError if not YYYY-MM-DD
+            if (self.deploy_start is None) == (self.train_start is None):
+                raise ValueError("to train, give one of deploy_start and train_start (or model_data_url to deploy)")
+            date.fromisoformat(self.deploy_start or self.train_start)  # ValueError if not YYYY-MM-DD
         elif not self.model_data_url.startswith("s3://"):
             raise ValueError(f"model_data_url must be an s3:// URL, got {self.model_data_url!r}")
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("a VPC needs both subnets and security group ids")
         if not 0 <= self.capture_percent <= 100:
             raise ValueError(f"capture_percent must be in [0, 100], got {self.capture_percent}")
-        if "deploy-start" in self.hyperparameters:
-            raise ValueError("give deploy_start, not a 'deploy-start' hyperparameter")
+        if {"deploy-start", "train-start"} & set(self.hyperparameters):
+            raise ValueError("give deploy_start/train_start, not a 'deploy-start'/'train-start' hyperparameter")
+
+    def window(self) -> dict[str, str]:
+        """The training window as ``training/train.py`` hyperparameters: ``{"deploy-start": day}`` or
+        ``{"train-start": day}``."""
+        return {"deploy-start": self.deploy_start} if self.deploy_start else {"train-start": self.train_start}
 
     def s3(self, prefix: str) -> str:
         """``s3://bucket/prefix``."""
@@ -248,7 +255,7 @@ def train(cfg: LaunchConfig, boto_session: Any, *, wait: bool = True, logs: bool
                         if cfg.subnets else None),
             stopping_condition=StoppingCondition(max_runtime_in_seconds=cfg.max_runtime_s),
             output_data_config=OutputDataConfig(s3_output_path=cfg.s3(cfg.output_prefix), kms_key_id=cfg.kms_key_id),
-            hyperparameters={"deploy-start": cfg.deploy_start, **cfg.hyperparameters},
+            hyperparameters={**cfg.window(), **cfg.hyperparameters},
             environment={"PYTHONPATH": CODE_DIR_IN_CONTAINER},
         )
         train_channel = InputData(channel_name="train", data_source=cfg.s3(cfg.train_prefix) + "/")
@@ -398,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, help="SageMaker execution role ARN")
     p.add_argument("--bucket", required=True, help="S3 bucket name for data, source, model and captured requests")
     p.add_argument("--region", required=True)
-    p.add_argument("--deploy-start", help="first day the model will score (YYYY-MM-DD); required to train")
+    p.add_argument("--deploy-start", help="first day the model will score (YYYY-MM-DD); this or --train-start")
+    p.add_argument("--train-start", help="first training day (YYYY-MM-DD)")
     p.add_argument("--hyperparameter", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="another training/train.py option, e.g. train-days=7 (repeatable)")
     p.add_argument("--train-prefix", default=d["train_prefix"].default, help="key prefix of the training data")
@@ -429,6 +437,7 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
     """:class:`LaunchConfig` from parsed :func:`build_parser` arguments. Raises ValueError on bad values."""
     return LaunchConfig(
         role_arn=args.role, bucket=args.bucket, region=args.region, deploy_start=args.deploy_start,
+        train_start=args.train_start,
         hyperparameters=dict(args.hyperparameter), train_prefix=args.train_prefix, output_prefix=args.output_prefix,
         capture_prefix=args.capture_prefix, instance_type=args.instance_type, max_runtime_s=args.max_runtime_s,
         tf_version=args.tf_version, serving_tf_version=args.serving_tf_version,

@@ -224,11 +224,12 @@ def test_an_unknown_framework_version_is_refused():
     [
         ({"role_arn": "fraud-sagemaker"}, "not an IAM role ARN"),
         ({"bucket": "s3://fraud-ml-dev"}, "not an S3 bucket name"),
-        ({"deploy_start": None}, "deploy_start is required"),
+        ({"deploy_start": None}, "give one of deploy_start and train_start"),
+        ({"train_start": "2018-07-25"}, "give one of deploy_start and train_start"),
         ({"deploy_start": "15/08/2018"}, "Invalid isoformat"),
         ({"subnets": ("subnet-1",)}, "both subnets and security group ids"),
         ({"capture_percent": 120}, r"capture_percent must be in \[0, 100\]"),
-        ({"hyperparameters": {"deploy-start": "2018-08-15"}}, "not a 'deploy-start' hyperparameter"),
+        ({"hyperparameters": {"train-start": "2018-08-15"}}, "not a 'deploy-start'/'train-start' hyperparameter"),
         ({"model_data_url": "models/model.tar.gz"}, "must be an s3:// URL"),
     ],
 )
@@ -262,3 +263,9 @@ def test_request_log_reports_a_request_that_was_not_sent():
     log = RequestLog(boto3.Session(region_name="eu-west-1"))
     with pytest.raises(KeyError, match="no CreateTrainingJob request was sent"):
         log.params("CreateTrainingJob")
+
+
+def test_the_training_window_goes_to_train_py_as_deploy_start_or_train_start():
+    base = {"role_arn": ROLE, "bucket": "fraud-ml-dev", "region": "eu-west-1"}
+    assert LaunchConfig(**base, deploy_start="2018-08-15").window() == {"deploy-start": "2018-08-15"}
+    assert LaunchConfig(**base, train_start="2018-07-25").window() == {"train-start": "2018-07-25"}
