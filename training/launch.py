@@ -11,8 +11,9 @@ The SDK builds and sends every request:
    ``s3://BUCKET/<train-prefix>/`` as ``SM_CHANNEL_TRAIN``, and ``SM_MODEL_DIR`` becomes the job's
    ``model.tar.gz`` under ``s3://BUCKET/<output-prefix>/``. Optional KMS key (output, volume, uploads) and
    VPC (subnets + security groups).
-2. Once the job has completed (or for ``--model-data``): ``CreateModel`` (the TensorFlow Serving image of
-   the region, ``ModelDataUrl`` = the job's ``model.tar.gz``), ``CreateEndpointConfig`` (one variant;
+2. Once the job has completed (or for ``--model-data``), unless ``--no-deploy`` (where the CDK stack owns
+   the endpoint, ``infra/model_endpoint.py``): ``CreateModel`` (the TensorFlow Serving image of the region,
+   ``ModelDataUrl`` = the job's ``model.tar.gz``, network-isolated), ``CreateEndpointConfig`` (one variant;
    data capture of requests and answers to ``s3://BUCKET/<capture-prefix>/``), then ``CreateEndpoint``,
    or ``UpdateEndpoint`` when the endpoint exists -- the streaming job keeps calling the same name.
 
@@ -85,13 +86,13 @@ class LaunchConfig:
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     train_prefix: str = "training/transactions"
     output_prefix: str = "models"
-    capture_prefix: str = "data-capture"
+    capture_prefix: str = "datacapture"
     instance_type: str = "ml.m5.xlarge"
     volume_size_gb: int = 30
     max_runtime_s: int = 3_600
     tf_version: str = "2.21"
     serving_tf_version: str = "2.20"
-    serving_instance_type: str = "ml.c5.large"
+    serving_instance_type: str = "ml.m5.large"
     serving_instance_count: int = 1
     endpoint_name: str = "frauddetect"
     base_job_name: str = "frauddetect-train"
@@ -293,6 +294,8 @@ def deploy(cfg: LaunchConfig, boto_session: Any, model_data_url: str, name: str,
         primary_container=ContainerDefinition(image=serving_image_uri(cfg), model_data_url=model_data_url),
         execution_role_arn=cfg.role_arn,
         vpc_config=vpc,
+        # TF Serving needs nothing but its model, which SageMaker itself fetches.
+        enable_network_isolation=True,
         **where,
     )
     config = EndpointConfig.create(
@@ -328,8 +331,10 @@ def deploy(cfg: LaunchConfig, boto_session: Any, model_data_url: str, name: str,
     return cfg.endpoint_name
 
 
-def launch(cfg: LaunchConfig, boto_session: Any, *, wait: bool = True, logs: bool = False) -> dict[str, Any]:
-    """Train (unless ``cfg.model_data_url``) and deploy; returns the summary :func:`main` prints:
+def launch(cfg: LaunchConfig, boto_session: Any, *, wait: bool = True, logs: bool = False,
+           deploy_model: bool = True) -> dict[str, Any]:
+    """Train (unless ``cfg.model_data_url``) and deploy (if ``deploy_model``; e.g. not where the endpoint
+    is the CDK stack's, ``infra/model_endpoint.py``); returns the summary :func:`main` prints:
     ``training_job_name``, ``model_data_url``, ``endpoint_name`` (None when not deployed: without ``wait``
     the model does not exist yet), ``training_image``, ``serving_image``, ``uploads`` (objects the SDK
     uploaded per channel) and ``requests`` (operation and parameters of every request in
@@ -340,7 +345,7 @@ def launch(cfg: LaunchConfig, boto_session: Any, *, wait: bool = True, logs: boo
     if model_data is None:
         job_name, model_data = train(cfg, boto_session, wait=wait, logs=logs)
     endpoint = None
-    if model_data is not None:
+    if model_data is not None and deploy_model:
         name = job_name or f"{cfg.endpoint_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         endpoint = deploy(cfg, boto_session, model_data, name, wait=wait)
     return {
@@ -384,10 +389,10 @@ def offline_aws(region: str) -> Iterator[Any]:
         yield session
 
 
-def dry_run(cfg: LaunchConfig) -> dict[str, Any]:
+def dry_run(cfg: LaunchConfig, *, deploy_model: bool = True) -> dict[str, Any]:
     """:func:`launch` against :func:`offline_aws`: the requests the SDK would send to AWS, sent to moto."""
     with offline_aws(cfg.region) as session:
-        return launch(cfg, session, wait=True, logs=False)
+        return launch(cfg, session, wait=True, logs=False, deploy_model=deploy_model)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -427,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-data", help="deploy this s3://.../model.tar.gz instead of training")
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="submit the training job and return (nothing is deployed)")
+    p.add_argument("--no-deploy", dest="deploy", action="store_false",
+                   help="train and wait, but create no model or endpoint (e.g. the CDK stack deploys it)")
     p.add_argument("--logs", action="store_true", help="stream the training job's logs while waiting")
     p.add_argument("--dry-run", action="store_true",
                    help="send everything to an in-process AWS mock (moto) and print the requests as JSON")
@@ -458,11 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.dry_run:
-        summary = dry_run(cfg)
+        summary = dry_run(cfg, deploy_model=args.deploy)
     else:
         import boto3
 
-        summary = launch(cfg, boto3.Session(region_name=cfg.region), wait=args.wait, logs=args.logs)
+        summary = launch(cfg, boto3.Session(region_name=cfg.region), wait=args.wait, logs=args.logs,
+                         deploy_model=args.deploy)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

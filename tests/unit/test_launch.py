@@ -142,6 +142,7 @@ def test_model_and_endpoint_requests(full_launch):
         },
         "ExecutionRoleArn": ROLE,
         "VpcConfig": {"Subnets": ["subnet-0a"], "SecurityGroupIds": ["sg-0b"]},
+        "EnableNetworkIsolation": True,
     }
     config = _request(summary, "CreateEndpointConfig")
     assert config["EndpointConfigName"] == name and config["KmsKeyId"] == KMS
@@ -150,7 +151,7 @@ def test_model_and_endpoint_requests(full_launch):
     assert config["DataCaptureConfig"] == {
         "EnableCapture": True,
         "InitialSamplingPercentage": 20,
-        "DestinationS3Uri": "s3://fraud-ml-dev/data-capture",
+        "DestinationS3Uri": "s3://fraud-ml-dev/datacapture",
         "KmsKeyId": KMS,
         "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
         "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
@@ -238,6 +239,15 @@ def test_bad_settings_are_refused(change, message):
                 **change}
     with pytest.raises(ValueError, match=message):
         LaunchConfig(**settings)
+
+
+def test_no_deploy_trains_and_creates_no_endpoint(capsys):
+    assert main(["--role", ROLE, "--bucket", "fraud-ml-dev", "--region", "eu-west-1", "--train-start", "2018-07-25",
+                 "--no-deploy", "--dry-run"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [r["operation"] for r in summary["requests"]] == ["CreateTrainingJob"]
+    assert _request(summary, "CreateTrainingJob")["HyperParameters"] == {"train-start": "2018-07-25"}
+    assert summary["model_data_url"].endswith("/output/model.tar.gz") and summary["endpoint_name"] is None
 
 
 def test_dry_run_command_prints_the_requests(capsys):
