@@ -376,3 +376,10 @@ def test_the_streaming_job_scores_through_the_endpoint_with_the_models_metadata(
         scores = scorer.score(rows[:20])
     assert isinstance(scorer, EndpointScorer) and scorer.model_version == 3 and threshold == 0.5
     np.testing.assert_allclose(scores, in_process.score(rows[:20]), rtol=0, atol=1e-6)
+
+
+def test_the_command_refuses_a_missing_model(tmp_path, capsys):
+    from frauddetect.local_endpoint import main
+
+    assert main(["--model-dir", str(tmp_path / "nothing.tar.gz"), "--port", "0"]) == 2
+    assert "nothing.tar.gz: no such model directory or archive" in capsys.readouterr().err
