@@ -7,7 +7,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install demo demo-handbook test test-unit test-functional test-e2e benchmark clean
+.PHONY: install demo demo-handbook test test-unit test-functional test-e2e benchmark lambda-deps synth clean
 
 # uv resolves this dependency set in seconds where pip backtracks for minutes (docs/architecture.md). It is
 # installed inside the project's venv, so nothing touches the system Python (PEP 668 distributions too).
@@ -39,6 +39,21 @@ test-e2e: install
 
 benchmark: install
 	$(PY) benchmarks/bench_demo.py --input $(HANDBOOK)
+
+# The label feedback Lambda's third-party code as an arm64 layer (confluent-kafka ships librdkafka in its
+# wheel; the MSK IAM signer's own dependencies, boto3/botocore, are in the Lambda runtime). Needs PyPI once;
+# `cdk synth` then picks the folder up offline (infra/feedback.py).
+LAMBDA_DEPS := build/lambda-deps/python
+lambda-deps: install
+	rm -rf $(LAMBDA_DEPS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --target $(LAMBDA_DEPS) --no-deps \
+		--only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+		--python-version 3.13 --implementation cp \
+		"confluent-kafka>=2.6,<3" "aws-msk-iam-sasl-signer-python>=1.0,<2"
+
+ENV ?= dev
+synth: install  ## one environment's templates into cdk.out, offline, cdk-nag on every stack: make synth ENV=prod
+	CDK_CONTEXT_JSON='{"env":"$(ENV)"}' $(PY) app.py
 
 clean:
 	rm -rf runs spark-warehouse metastore_db derby.log

@@ -9,7 +9,21 @@ import sys
 
 from frauddetect.streaming import main
 
-GLUE_ONLY = {"--JOB_NAME", "--JOB_ID", "--JOB_RUN_ID", "--TempDir", "--job-bookmark-option", "--job-language"}
+# Glue's own arguments: what Glue adds to every run, and the special parameters the job definition sets
+# (infra/streaming_job.py; a unit test keeps the two in step).
+GLUE_ONLY = {
+    "--JOB_NAME",
+    "--JOB_ID",
+    "--JOB_RUN_ID",
+    "--TempDir",
+    "--job-bookmark-option",
+    "--job-language",
+    "--enable-metrics",
+    "--enable-observability-metrics",
+    "--enable-continuous-cloudwatch-log",
+    "--extra-py-files",
+    "--additional-python-modules",
+}
 
 
 def _job_args(argv: list[str]) -> list[str]:

@@ -1,101 +1,143 @@
-"""The S3 data lake: a KMS key, the lake bucket and its Glue Data Catalog database.
+"""The S3 side of the data lake: a KMS key and four buckets (lake, Athena results, artifacts, access logs).
 
-The Spark job writes scored transactions, labels, alerts and quarantine as Parquet under one prefix each
-(partitioned by event date); Athena/dbt read them through the Glue database. Tables are added by the
-streaming job and dbt, not here.
+The Spark job writes scored transactions, labels, alerts and quarantine as Parquet under
+``s3://<lake bucket>/lake/<table>/event_date=YYYY-MM-DD/`` (:data:`LAKE_PREFIX`); the catalog construct
+(:mod:`infra.catalog`) declares those tables for Athena/dbt. The artifacts bucket holds the model
+(``models/``), SageMaker data capture (``datacapture/``) and the Glue job's checkpoints and temp files
+(``glue/``).
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
-from aws_cdk import aws_glue as glue
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
 
+LAKE_PREFIX = "lake"
+MODELS_PREFIX = "models"
+DATA_CAPTURE_PREFIX = "datacapture"
+GLUE_PREFIX = "glue"
+
 
 class DataLake(Construct):
-    """KMS key (rotated), TLS-only versioned private lake bucket with lifecycle rules, Glue database.
+    """KMS key (rotated) and TLS-only, versioned, private buckets with lifecycle rules and access logging.
 
     Attributes:
-        key: the customer-managed key encrypting the lake (SSE-KMS with S3 Bucket Keys).
-        bucket: the lake bucket.
-        database_name: the Glue/Athena database name, ``frauddetect_<env>``.
-        database: the ``AWS::Glue::Database`` resource.
+        key: the customer-managed key of the lake, Athena results and artifacts (SSE-KMS, S3 Bucket Keys).
+        bucket: the lake bucket (Parquet tables under :data:`LAKE_PREFIX`).
+        athena_results_bucket: Athena query results (the workgroup's enforced output location).
+        artifacts_bucket: model artifact, SageMaker data capture, Glue checkpoints and temp files.
+        access_logs_bucket: S3 server access logs of the three others (SSE-S3: log delivery cannot use KMS).
+        lake_uri: ``s3://<lake bucket>/lake``, the streaming job's ``--lake-uri``.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
+        self._config = config
+        lake = config.lake
 
         self.key = kms.Key(
             self,
             "LakeKey",
             alias=f"alias/{config.resource_prefix}-lake",
-            description=f"frauddetect {config.name}: S3 data lake encryption",
+            description=f"frauddetect {config.name}: data lake, Athena results and artifacts encryption",
             enable_key_rotation=True,
             removal_policy=config.removal_policy,
         )
 
-        self.bucket = s3.Bucket(
-            self,
-            "LakeBucket",
-            encryption=s3.BucketEncryption.KMS,
+        self.access_logs_bucket = self._bucket(
+            "AccessLogsBucket",
+            encryption_key=None,
+            access_logs=None,  # it would log into itself
+            rules=[s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(lake.access_log_days))],
+        )
+        lake_rules = []
+        if lake.intelligent_tiering_days is not None:
+            lake_rules.append(
+                s3.LifecycleRule(
+                    id="intelligent-tiering",
+                    transitions=[
+                        s3.Transition(
+                            storage_class=s3.StorageClass.INTELLIGENT_TIERING,
+                            transition_after=Duration.days(lake.intelligent_tiering_days),
+                        )
+                    ],
+                )
+            )
+        if lake.expiration_days is not None:
+            lake_rules.append(s3.LifecycleRule(id="expire-objects", expiration=Duration.days(lake.expiration_days)))
+        self.bucket = self._bucket(
+            "LakeBucket", encryption_key=self.key, access_logs=self.access_logs_bucket, rules=lake_rules
+        )
+        self.athena_results_bucket = self._bucket(
+            "AthenaResultsBucket",
             encryption_key=self.key,
-            bucket_key_enabled=True,  # far fewer KMS requests for many small Parquet files
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,  # bucket policy: Deny s3:* when aws:SecureTransport is false
-            minimum_tls_version=1.2,
-            versioned=True,
-            lifecycle_rules=self._lifecycle_rules(config),
-            removal_policy=config.removal_policy,
-            # A destroyable dev lake must be emptied first; prod keeps (RETAIN) bucket and data.
-            auto_delete_objects=config.removal_policy == RemovalPolicy.DESTROY,
+            access_logs=self.access_logs_bucket,
+            rules=[s3.LifecycleRule(id="expire-results", expiration=Duration.days(lake.athena_results_days))],
         )
-
-        # Glue/Athena names: lowercase letters, digits and underscores only.
-        self.database_name = f"frauddetect_{config.name}"
-        self.database = glue.CfnDatabase(
-            self,
-            "Database",
-            catalog_id=stack.account,
-            database_input=glue.CfnDatabase.DatabaseInputProperty(
-                name=self.database_name,
-                description=f"frauddetect {config.name}: scored transactions, labels, alerts, quarantine",
-                location_uri=self.bucket.s3_url_for_object(),
-            ),
+        self.artifacts_bucket = self._bucket(
+            "ArtifactsBucket",
+            encryption_key=self.key,
+            access_logs=self.access_logs_bucket,
+            rules=[
+                # Spark's scratch space; checkpoints (glue/checkpoints/) are kept.
+                s3.LifecycleRule(id="expire-glue-temp", prefix=f"{GLUE_PREFIX}/temp/", expiration=Duration.days(7)),
+                s3.LifecycleRule(
+                    id="expire-data-capture",
+                    prefix=f"{DATA_CAPTURE_PREFIX}/",
+                    expiration=Duration.days(lake.expiration_days or 365),
+                ),
+            ],
         )
+        self.lake_uri = self.bucket.s3_url_for_object(LAKE_PREFIX)
 
-    @staticmethod
-    def _lifecycle_rules(config: EnvironmentConfig) -> list[s3.LifecycleRule]:
-        rules = [
+    def _bucket(
+        self,
+        construct_id: str,
+        *,
+        encryption_key: kms.IKey | None,
+        access_logs: s3.IBucket | None,
+        rules: list[s3.LifecycleRule],
+    ) -> s3.Bucket:
+        """A private, TLS-only, versioned bucket with ``rules`` plus the common ones: SSE-KMS with
+        ``encryption_key`` (else SSE-S3), server access logs to ``access_logs`` under ``<construct_id>/``."""
+        config = self._config
+        base_rules = [
             s3.LifecycleRule(
                 id="abort-incomplete-multipart-uploads",
                 abort_incomplete_multipart_upload_after=Duration.days(7),
             ),
             s3.LifecycleRule(
                 id="expire-noncurrent-versions",
-                noncurrent_version_expiration=Duration.days(config.lake_noncurrent_version_days),
+                noncurrent_version_expiration=Duration.days(config.lake.noncurrent_version_days),
                 expired_object_delete_marker=True,
             ),
         ]
-        if config.lake_intelligent_tiering_days is not None:
-            rules.append(
-                s3.LifecycleRule(
-                    id="intelligent-tiering",
-                    transitions=[
-                        s3.Transition(
-                            storage_class=s3.StorageClass.INTELLIGENT_TIERING,
-                            transition_after=Duration.days(config.lake_intelligent_tiering_days),
-                        )
-                    ],
-                )
-            )
-        if config.lake_expiration_days is not None:
-            rules.append(
-                s3.LifecycleRule(id="expire-objects", expiration=Duration.days(config.lake_expiration_days))
-            )
-        return rules
+        kms_args = (
+            {"encryption": s3.BucketEncryption.KMS, "encryption_key": encryption_key, "bucket_key_enabled": True}
+            if encryption_key is not None
+            else {"encryption": s3.BucketEncryption.S3_MANAGED}
+        )
+        logging_args = (
+            {"server_access_logs_bucket": access_logs, "server_access_logs_prefix": f"{construct_id}/"}
+            if access_logs is not None
+            else {}
+        )
+        return s3.Bucket(
+            self,
+            construct_id,
+            **kms_args,
+            **logging_args,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,  # bucket policy: Deny s3:* when aws:SecureTransport is false
+            minimum_tls_version=1.2,
+            versioned=True,
+            lifecycle_rules=base_rules + rules,
+            removal_policy=config.removal_policy,
+            # A destroyable dev bucket must be emptied first; prod keeps (RETAIN) buckets and data.
+            auto_delete_objects=config.removal_policy == RemovalPolicy.DESTROY,
+        )

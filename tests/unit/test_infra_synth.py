@@ -1,14 +1,22 @@
-"""The CDK app synthesizes for every environment, with the properties that matter (aws_cdk.assertions).
+"""The CDK app synthesizes dev and prod with the properties that matter (aws_cdk.assertions), cdk-nag's
+AwsSolutions checks find nothing unsuppressed, and cfn-lint finds no error in any template.
 
-Each environment is synthesized once per module (jsii synth takes seconds); the tests read the template.
+Each environment is synthesized once per module (jsii plus cdk-nag take ~30 s on a small machine); the tests
+read the written templates (``Template.from_json``: no second synthesis). dev is synthesized
+environment-agnostic (no AWS profile), prod for a concrete account and region (what the CDK CLI does with a
+profile), so both ways of rendering ARNs, image URIs and suppressions are covered.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,35 +30,99 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
-from aws_cdk.assertions import Match, Template  # noqa: E402
+from aws_cdk import App, Aspects
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
 
-from infra.app import build_app  # noqa: E402
-from infra.config import ENVIRONMENTS, get_config  # noqa: E402
+from infra.app import build_app_with_stacks, cdk_json_context
+from infra.catalog import lake_tables
+from infra.config import ENVIRONMENTS, EnvironmentConfig, MskMode, get_config
+from infra.model_endpoint import serving_image_uri
+from infra.stacks import KafkaStack, NetworkStack
 
 pytestmark = pytest.mark.unit
+
+# prod is synthesized as the CLI would for this account and region; dev without either.
+TARGETS = {"dev": {}, "prod": {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "eu-west-1"}}
+PARTS = ("Network", "Data", "Kafka", "Model", "Streaming", "Alerting", "Monitoring")
+NAG_RULE = re.compile(r"^(AwsSolutions-|CdkNagValidationFailure)")
+TOPICS = ("transactions", "labels", "fraud-alerts", "quarantine")
 
 
 @dataclass(frozen=True)
 class Synth:
-    template: Template
-    outdir: Path
+    """One environment's cloud assembly: templates by stack part, and cdk-nag/validation findings."""
 
-    def only(self, resource_type: str) -> tuple[str, dict]:
-        """(logical id, resource) of the single resource of ``resource_type``."""
-        found = self.template.find_resources(resource_type)
-        assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    config: EnvironmentConfig
+    region: str | None
+    outdir: Path
+    raw: dict[str, dict]
+    synth_error: str | None
+    findings: list[tuple[str, str, str]]  # (severity, rule/message, construct path)
+
+    def template(self, part: str) -> Template:
+        return Template.from_json(self.raw[part])
+
+    def resources(self, resource_type: str, part: str | None = None) -> dict[str, dict]:
+        """``{logical id: resource}`` of ``resource_type`` in one stack, or in all (ids prefixed ``Part/``)."""
+        parts = [part] if part else list(self.raw)
+        return {
+            (lid if part else f"{p}/{lid}"): res
+            for p in parts
+            for lid, res in self.raw[p].get("Resources", {}).items()
+            if res["Type"] == resource_type
+        }
+
+    def only(self, resource_type: str, part: str) -> tuple[str, dict]:
+        """(logical id, resource) of the single resource of ``resource_type`` in stack ``part``."""
+        found = self.resources(resource_type, part)
+        assert len(found) == 1, f"expected one {resource_type} in {part}, found {sorted(found)}"
         return next(iter(found.items()))
+
+    def statements(self, part: str, role_id: str) -> list[dict]:
+        """Every policy statement attached to role ``role_id`` of stack ``part`` (inline and policies)."""
+        out = []
+        role = self.raw[part]["Resources"][role_id]["Properties"]
+        for policy in role.get("Policies", []):
+            out += policy["PolicyDocument"]["Statement"]
+        for policy in self.resources("AWS::IAM::Policy", part).values():
+            if {"Ref": role_id} in policy["Properties"]["Roles"]:
+                out += policy["Properties"]["PolicyDocument"]["Statement"]
+        return out
+
+
+def _findings(report_path: Path) -> list[tuple[str, str, str]]:
+    if not report_path.exists():
+        return []
+    report = json.loads(report_path.read_text())
+    return [
+        (violation["severity"], violation["description"].strip(), construct["constructPath"])
+        for plugin in report["pluginReports"]
+        for violation in plugin["violations"]
+        for construct in violation["violatingConstructs"]
+    ]
 
 
 def _synth(env_name: str, outdir: Path) -> Synth:
     with pytest.MonkeyPatch.context() as mp:
-        # Environment-agnostic stacks whatever the caller's AWS profile: deterministic templates.
-        mp.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
-        mp.delenv("CDK_DEFAULT_REGION", raising=False)
-        mp.delenv("CDK_OUTDIR", raising=False)
-        app = build_app(context={"env": env_name}, outdir=str(outdir))
-        stack = app.node.find_child(get_config(env_name).stack_name)
-        return Synth(template=Template.from_stack(stack), outdir=outdir)
+        # The target from TARGETS whatever the caller's AWS profile: deterministic templates.
+        for var in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION", "CDK_OUTDIR"):
+            mp.delenv(var, raising=False)
+        for var, value in TARGETS[env_name].items():
+            mp.setenv(var, value)
+        app, stacks = build_app_with_stacks(context={"env": env_name}, outdir=str(outdir))
+        error = None
+        try:
+            app.synth()
+        except RuntimeError as exc:  # "ValidationFailed": error annotations (cdk-nag) fail the synthesis
+            error = str(exc)
+        raw = {}
+        for stack in stacks.all():
+            path = outdir / f"{stack.artifact_id}.template.json"
+            if path.exists():
+                raw[stack.stack_name.rsplit("-", 1)[1]] = json.loads(path.read_text())
+        region = TARGETS[env_name].get("CDK_DEFAULT_REGION")
+        return Synth(stacks.network.config, region, outdir, raw, error, _findings(outdir / "validation-report.json"))
 
 
 @pytest.fixture(scope="module")
@@ -63,75 +135,504 @@ def synth(request: pytest.FixtureRequest, synths: dict[str, Synth]) -> Synth:
     return synths[request.param]
 
 
+def render(value: Any) -> str:
+    """A CloudFormation value as readable text: joins flattened, references as ``<...>``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, arg),) = value.items()
+        if fn == "Fn::Join":
+            return arg[0].join(render(v) for v in arg[1])
+        if fn == "Ref":
+            return f"<{arg}>"
+        if fn == "Fn::GetAtt":
+            return f"<{arg[0]}.{arg[1]}>"
+        if fn == "Fn::GetStackOutput":
+            return f"<{arg['StackName']}:{arg['OutputName']}>"
+        if fn == "Fn::Sub":
+            return arg if isinstance(arg, str) else arg[0]
+    return json.dumps(value, sort_keys=True)
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def arn(service: str, rest: str) -> re.Pattern[str]:
+    """A rendered ARN of ``service`` ending in ``rest`` (a regex), with pseudo parameters or literals."""
+    return re.compile(
+        rf"^arn:(<AWS::Partition>|aws):{service}:(<AWS::Region>|eu-west-1):(<AWS::AccountId>|123456789012):{rest}$"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The app as a whole: both environments, cdk-nag, cfn-lint, the resources the issue asks for
+# ---------------------------------------------------------------------------------------------------------
+
+
 def test_unknown_environment_is_rejected() -> None:
     with pytest.raises(ValueError, match="expected one of"):
         get_config("staging")
     assert get_config(None).name == "dev"
 
 
-def test_lake_bucket_is_kms_encrypted_private_and_versioned(synth: Synth) -> None:
-    synth.template.has_resource_properties(
-        "AWS::S3::Bucket",
-        {
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    Match.object_like(
-                        {
-                            "ServerSideEncryptionByDefault": {
-                                "SSEAlgorithm": "aws:kms",
-                                "KMSMasterKeyID": Match.any_value(),
-                            }
-                        }
-                    )
-                ]
-            },
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "VersioningConfiguration": {"Status": "Enabled"},
-            "LifecycleConfiguration": {"Rules": Match.any_value()},
-        },
+def test_dev_and_prod_synthesize_every_stack(synths: dict[str, Synth]) -> None:
+    for name, synth in synths.items():
+        assert synth.synth_error is None, synth.synth_error
+        assert sorted(synth.raw) == sorted(PARTS), name
+        for part, template in synth.raw.items():
+            assert template["Description"].startswith(f"frauddetect ({name})"), part
+
+
+def test_cdk_nag_aws_solutions_finds_nothing_unsuppressed(synths: dict[str, Synth]) -> None:
+    for name, synth in synths.items():
+        errors = [f for f in synth.findings if f[0] == "error"]
+        nag_warnings = [f for f in synth.findings if f[0] != "error" and NAG_RULE.match(f[1])]
+        assert not errors, f"{name}: {len(errors)} errors:\n" + "\n".join(f"{e[1][:160]} @ {e[2]}" for e in errors)
+        assert not nag_warnings, f"{name}: {nag_warnings}"
+        assert synth.synth_error is None, synth.synth_error
+
+
+def test_cfn_lint_finds_no_error_in_any_template(synths: dict[str, Synth]) -> None:
+    from cfnlint.api import lint_file
+
+    errors, warnings = [], []
+    for synth in synths.values():
+        for path in sorted(synth.outdir.glob("*.template.json")):
+            for match in lint_file(path):
+                (errors if match.rule.id.startswith("E") else warnings).append(
+                    f"{path.name}: {match.rule.id} {match.message}"
+                )
+    assert not errors, "\n".join(errors)
+    # Only CDK's own DependsOn on a function's role next to its GetAtt (W3005) are accepted as warnings.
+    assert all(" W3005 " in w for w in warnings), "\n".join(warnings)
+
+
+def test_templates_hold_every_required_resource(synth: Synth) -> None:
+    def count(resource_type: str) -> int:
+        return len(synth.resources(resource_type))
+
+    assert count("AWS::MSK::Cluster") + count("AWS::MSK::ServerlessCluster") == 1
+    jobs = synth.resources("AWS::Glue::Job")
+    assert [(j["Properties"]["GlueVersion"], j["Properties"]["Command"]["Name"]) for j in jobs.values()] == [
+        ("6.0", "gluestreaming")
+    ]
+    assert count("AWS::SageMaker::Endpoint") == 1
+    assert count("AWS::S3::Bucket") == 4  # lake, Athena results, artifacts, access logs
+    assert count("AWS::Athena::WorkGroup") == 1
+    assert count("AWS::Glue::Database") == 1
+    handlers = {f["Properties"].get("Handler") for f in synth.resources("AWS::Lambda::Function").values()}
+    assert {"lambdas.alert_handler.app.handler", "lambdas.label_feedback.app.handler"} <= handlers
+    mappings = synth.resources("AWS::Lambda::EventSourceMapping")
+    assert [m["Properties"]["Topics"] for m in mappings.values()] == [["fraud-alerts"]]
+    assert count("AWS::SNS::Topic") == 2  # alerts, ops
+    assert count("AWS::DynamoDB::Table") == 1
+    assert count("AWS::ApiGatewayV2::Api") == 1
+    assert count("AWS::KMS::Key") >= 5  # lake, MSK, Glue job, alerts, ops
+    assert count("AWS::CloudWatch::Alarm") >= 10
+
+
+def test_environments_differ_where_intended(synths: dict[str, Synth]) -> None:
+    dev, prod = synths["dev"], synths["prod"]
+    for resource_type in ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup"):
+        assert {r["DeletionPolicy"] for r in dev.resources(resource_type).values()} == {"Delete"}, resource_type
+        assert {r["DeletionPolicy"] for r in prod.resources(resource_type).values()} == {"Retain"}, resource_type
+    _, dev_table = dev.only("AWS::DynamoDB::Table", "Alerting")
+    _, prod_table = prod.only("AWS::DynamoDB::Table", "Alerting")
+    assert dev_table["Properties"].get("DeletionProtectionEnabled") is not True
+    assert prod_table["Properties"]["DeletionProtectionEnabled"] is True
+    dev_days = {g["Properties"]["RetentionInDays"] for g in dev.resources("AWS::Logs::LogGroup").values()}
+    prod_days = {g["Properties"]["RetentionInDays"] for g in prod.resources("AWS::Logs::LogGroup").values()}
+    assert dev_days == {14} and prod_days == {365}
+    # Sizes: workers, brokers, endpoint instances, zones.
+    _, dev_job = dev.only("AWS::Glue::Job", "Streaming")
+    _, prod_job = prod.only("AWS::Glue::Job", "Streaming")
+    assert (dev_job["Properties"]["WorkerType"], dev_job["Properties"]["NumberOfWorkers"]) == ("G.025X", 2)
+    assert (prod_job["Properties"]["WorkerType"], prod_job["Properties"]["NumberOfWorkers"]) == ("G.1X", 3)
+    _, dev_msk = dev.only("AWS::MSK::Cluster", "Kafka")
+    _, prod_msk = prod.only("AWS::MSK::Cluster", "Kafka")
+    assert (dev_msk["Properties"]["NumberOfBrokerNodes"], prod_msk["Properties"]["NumberOfBrokerNodes"]) == (2, 3)
+    assert len(dev.resources("AWS::EC2::NatGateway")) == 1 and len(prod.resources("AWS::EC2::NatGateway")) == 3
+    _, dev_cfg = dev.only("AWS::SageMaker::EndpointConfig", "Model")
+    _, prod_cfg = prod.only("AWS::SageMaker::EndpointConfig", "Model")
+    assert dev_cfg["Properties"]["ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
+    assert prod_cfg["Properties"]["ProductionVariants"][0]["InitialInstanceCount"] == 2
+    assert [s.config.termination_protection for s in (dev, prod)] == [False, True]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Network and data lake
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_vpc_has_private_subnets_flow_logs_and_endpoints(synth: Synth) -> None:
+    zones = synth.config.network.availability_zones
+    subnets = synth.resources("AWS::EC2::Subnet", "Network").values()
+    assert sum(1 for s in subnets if s["Properties"]["MapPublicIpOnLaunch"] is False) == zones
+    synth.template("Network").has_resource_properties(
+        "AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs"}
     )
-    # Every customer-managed key rotates.
-    for key in synth.template.find_resources("AWS::KMS::Key").values():
+    services = {
+        render(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1]: e["Properties"].get("VpcEndpointType", "Gateway")
+        for e in synth.resources("AWS::EC2::VPCEndpoint", "Network").values()
+    }
+    assert services == {
+        "s3": "Gateway",
+        "dynamodb": "Gateway",
+        "runtime": "Interface",  # sagemaker.runtime
+        "sns": "Interface",
+        "sqs": "Interface",
+        "glue": "Interface",
+        "monitoring": "Interface",
+        "logs": "Interface",
+    }
+
+
+def test_buckets_are_private_versioned_tls_only_and_encrypted(synth: Synth) -> None:
+    buckets = synth.resources("AWS::S3::Bucket", "Data")
+    kms = [b for b in buckets.values() if "SSEAlgorithm" in json.dumps(b) and "aws:kms" in json.dumps(b)]
+    assert len(kms) == 3  # lake, Athena results, artifacts; access logs use SSE-S3 (log delivery needs it)
+    log_bucket_id = next(i for i, b in buckets.items() if "aws:kms" not in json.dumps(b["Properties"]))
+    for bucket_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        rule_ids = {r["Id"] for r in props["LifecycleConfiguration"]["Rules"]}
+        assert {"abort-incomplete-multipart-uploads", "expire-noncurrent-versions"} <= rule_ids
+        if bucket_id != log_bucket_id:
+            assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": log_bucket_id}
+        synth.template("Data").has_resource_properties(
+            "AWS::S3::BucketPolicy",
+            {
+                "Bucket": {"Ref": bucket_id},
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Action": "s3:*",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+    for key in synth.resources("AWS::KMS::Key").values():
         assert key["Properties"]["EnableKeyRotation"] is True
 
 
-def test_lake_bucket_policy_denies_non_tls_access(synth: Synth) -> None:
-    bucket_id, _ = synth.only("AWS::S3::Bucket")
-    synth.template.has_resource_properties(
-        "AWS::S3::BucketPolicy",
+def test_glue_tables_follow_the_dbt_sources_with_date_projection(synth: Synth) -> None:
+    _, database = synth.only("AWS::Glue::Database", "Data")
+    assert database["Properties"]["DatabaseInput"]["Name"] == f"frauddetect_{synth.config.name}"
+    tables = {
+        t["Properties"]["TableInput"]["Name"]: t["Properties"] for t in synth.resources("AWS::Glue::Table").values()
+    }
+    expected = {t.name: t for t in lake_tables()}
+    assert set(tables) == set(expected) == {"scored_transactions", "labels", "alerts", "quarantine"}
+    for name, props in tables.items():
+        table = props["TableInput"]
+        assert props["DatabaseName"] == f"frauddetect_{synth.config.name}"
+        assert [(k["Name"], k["Type"]) for k in table["PartitionKeys"]] == [("event_date", "string")]
+        columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+        assert columns == [(c, t) for c, t, _ in expected[name].columns]
+        assert "transaction_id" in dict(columns) or name == "quarantine"
+        params = table["Parameters"]
+        assert params["projection.enabled"] == "true"
+        assert params["projection.event_date.type"] == "date"
+        assert params["projection.event_date.range"].endswith(",NOW")
+        location = render(table["StorageDescriptor"]["Location"])
+        assert location.endswith(f"/lake/{name}/")
+        assert render(params["storage.location.template"]) == f"{location}event_date=${{event_date}}"
+        assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"].endswith("ParquetHiveSerDe")
+
+
+def test_athena_workgroup_enforces_kms_encrypted_results(synth: Synth) -> None:
+    _, workgroup = synth.only("AWS::Athena::WorkGroup", "Data")
+    config = workgroup["Properties"]["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    key_id = next(iter(synth.resources("AWS::KMS::Key", "Data")))
+    assert config["ResultConfiguration"]["EncryptionConfiguration"]["KmsKey"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert render(config["ResultConfiguration"]["OutputLocation"]).endswith("/results/")
+    assert config["BytesScannedCutoffPerQuery"] == synth.config.lake.athena_bytes_scanned_cutoff
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kafka, the streaming job and its role
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_msk_cluster_is_iam_only_tls_only_and_encrypted_with_its_topics(synth: Synth) -> None:
+    kafka = synth.config.kafka
+    _, cluster = synth.only("AWS::MSK::Cluster", "Kafka")
+    props = cluster["Properties"]
+    assert props["ClusterName"] == f"frauddetect-{synth.config.name}"
+    assert props["ClientAuthentication"] == {"Sasl": {"Iam": {"Enabled": True}}, "Unauthenticated": {"Enabled": False}}
+    assert props["EncryptionInfo"]["EncryptionInTransit"] == {"ClientBroker": "TLS", "InCluster": True}
+    assert "DataVolumeKMSKeyId" in props["EncryptionInfo"]["EncryptionAtRest"]
+    assert props["LoggingInfo"]["BrokerLogs"]["CloudWatchLogs"]["Enabled"] is True
+    assert props["BrokerNodeGroupInfo"]["InstanceType"] == kafka.broker_instance_type
+    _, configuration = synth.only("AWS::MSK::Configuration", "Kafka")
+    assert "auto.create.topics.enable=false" in configuration["Properties"]["ServerProperties"]
+    topics = {t["Properties"]["TopicName"]: t["Properties"] for t in synth.resources("AWS::MSK::Topic").values()}
+    assert set(topics) == set(TOPICS)
+    assert {(t["PartitionCount"], t["ReplicationFactor"]) for t in topics.values()} == {
+        (kafka.partitions, kafka.replication_factor)
+    }
+
+
+def test_serverless_msk_is_a_per_environment_choice(tmp_path: Path) -> None:
+    config = replace(ENVIRONMENTS["dev"], kafka=replace(ENVIRONMENTS["dev"].kafka, mode=MskMode.SERVERLESS))
+    app = App(context=cdk_json_context(), outdir=str(tmp_path))
+    network = NetworkStack(app, config=config, env=None)
+    kafka = KafkaStack(app, config=config, env=None, network=network.network)
+    Aspects.of(app).add(AwsSolutionsChecks())
+    template = Template.from_stack(kafka)
+    template.resource_count_is("AWS::MSK::Cluster", 0)
+    template.resource_count_is("AWS::MSK::Topic", 0)  # the MSK topic API is for provisioned clusters only
+    template.has_resource_properties(
+        "AWS::MSK::ServerlessCluster",
+        {"ClusterName": "frauddetect-dev", "ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}}},
+    )
+
+
+def test_streaming_job_is_a_single_glue_6_streaming_run_in_the_vpc(synth: Synth) -> None:
+    _, job = synth.only("AWS::Glue::Job", "Streaming")
+    props = job["Properties"]
+    assert (props["GlueVersion"], props["Command"]["Name"], props["Command"]["PythonVersion"]) == (
+        "6.0",
+        "gluestreaming",
+        "3",
+    )
+    assert render(props["Command"]["ScriptLocation"]).endswith(".py")
+    assert props["ExecutionProperty"] == {"MaxConcurrentRuns": 1}
+    args = props["DefaultArguments"]
+    assert render(args["--extra-py-files"]).endswith(".zip")
+    assert args["--endpoint-name"] == f"frauddetect-{synth.config.name}"
+    assert args["--source-format"] == "kafka"
+    assert render(args["--checkpoint-uri"]).endswith("/glue/checkpoints/streaming")
+    assert "BootstrapBrokerStringSaslIam" in render(args["--bootstrap-servers"])
+    _, connection = synth.only("AWS::Glue::Connection", "Streaming")
+    conn = connection["Properties"]["ConnectionInput"]
+    assert conn["ConnectionType"] == "NETWORK" and props["Connections"] == {"Connections": [conn["Name"]]}
+    assert len(conn["PhysicalConnectionRequirements"]["SecurityGroupIdList"]) == 2
+    _, security = synth.only("AWS::Glue::SecurityConfiguration", "Streaming")
+    encryption = security["Properties"]["EncryptionConfiguration"]
+    assert props["SecurityConfiguration"] == security["Properties"]["Name"]
+    assert encryption["CloudWatchEncryption"]["CloudWatchEncryptionMode"] == "SSE-KMS"
+    assert encryption["JobBookmarksEncryption"]["JobBookmarksEncryptionMode"] == "CSE-KMS"
+    assert encryption["S3Encryptions"][0]["S3EncryptionMode"] == "SSE-KMS"
+
+
+def test_streaming_job_arguments_are_what_the_job_parses(synth: Synth) -> None:
+    """The job definition's arguments, as Glue hands them to the script, pass the job's own parser."""
+    from frauddetect.streaming import parse_args
+
+    spec = importlib.util.spec_from_file_location("glue_streaming_job", REPO_ROOT / "glue_jobs" / "streaming_job.py")
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    _, job = synth.only("AWS::Glue::Job", "Streaming")
+    argv = ["--JOB_NAME", job["Properties"]["Name"], "--JOB_RUN_ID", "jr_1"]
+    for name, value in job["Properties"]["DefaultArguments"].items():
+        argv += [name, render(value)]
+    config = parse_args(wrapper._job_args(argv))
+    assert config.endpoint_name == synth.config.endpoint_name
+    assert config.threshold == synth.config.model.alert_threshold
+    assert config.model_dir is None  # scored through the endpoint; no TensorFlow on Glue
+    assert config.max_offsets_per_trigger == synth.config.streaming.max_offsets_per_trigger
+    assert config.lake_uri.endswith("/lake")
+
+
+def _kafka_resources(statements: list[dict], env: str) -> dict[str, set[str]]:
+    """``{action: rendered resources}`` of the kafka-cluster statements."""
+    out: dict[str, set[str]] = {}
+    for st in statements:
+        for action in as_list(st["Action"]):
+            if action.startswith("kafka-cluster:"):
+                out.setdefault(action, set()).update(render(r) for r in as_list(st["Resource"]))
+    return out
+
+
+def _topic(resource: str, env: str) -> str | None:
+    """The topic name of a topic ARN of this environment's cluster (its uuid from the Kafka stack)."""
+    match = arn("kafka", f"topic/frauddetect-{env}/<FraudDetect-{env}-Kafka:KafkaClusterUuid>/(.+)").match(resource)
+    return match.group(4) if match else None
+
+
+def test_glue_role_touches_only_its_topics_prefixes_endpoint_and_keys(synth: Synth) -> None:
+    env = synth.config.name
+    _, job = synth.only("AWS::Glue::Job", "Streaming")
+    role_id = job["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = synth.statements("Streaming", role_id)
+    assert all(st["Effect"] == "Allow" for st in statements)
+    assert not synth.raw["Streaming"]["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
+    actions = {a for st in statements for a in as_list(st["Action"])}
+    assert not [a for a in actions if a.endswith("*")], "no action wildcards"
+
+    kafka = _kafka_resources(statements, env)
+    cluster = {r for r in kafka["kafka-cluster:Connect"]}
+    assert len(cluster) == 1 and "KafkaCluster" in next(iter(cluster))
+    assert kafka["kafka-cluster:WriteDataIdempotently"] == cluster
+    assert {_topic(r, env) for r in kafka["kafka-cluster:ReadData"]} == set(TOPICS)
+    assert {_topic(r, env) for r in kafka["kafka-cluster:WriteData"]} == {"fraud-alerts", "quarantine"}
+    groups = kafka["kafka-cluster:AlterGroup"]
+    assert {g.rsplit("/", 1)[1] for g in groups} == {"spark-kafka-source-*", "frauddetect-*"}
+    assert all(
+        arn("kafka", f"group/frauddetect-{env}/<FraudDetect-{env}-Kafka:KafkaClusterUuid>/.+").match(g) for g in groups
+    )
+
+    invoke = [st for st in statements if "sagemaker:InvokeEndpoint" in as_list(st["Action"])]
+    assert len(invoke) == 1 and arn("sagemaker", f"endpoint/frauddetect-{env}").match(render(invoke[0]["Resource"]))
+    object_resources = {
+        render(r)
+        for st in statements
+        if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(st["Action"]))
+        for r in as_list(st["Resource"])
+    }
+    assert {r.rsplit(">", 1)[1] for r in object_resources} == {"/lake/*", "/glue/*"}
+    kms = [st for st in statements if any(a.startswith("kms:") for a in as_list(st["Action"]))]
+    assert len(kms) == 1 and len(as_list(kms[0]["Resource"])) == 2  # the lake key and the job's key
+    star = {a for st in statements if st["Resource"] == "*" for a in as_list(st["Action"])}
+    assert {a.split(":")[0] for a in star} == {"ec2", "cloudwatch"}
+    metric = next(st for st in statements if "cloudwatch:PutMetricData" in as_list(st["Action"]))
+    assert metric["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Glue"}}
+
+
+def test_job_topics_are_the_topics_the_code_uses(synth: Synth) -> None:
+    from frauddetect import config as names
+
+    topics = synth.config.kafka.topics
+    assert topics.all() == (names.TRANSACTIONS_TOPIC, names.LABELS_TOPIC, names.ALERTS_TOPIC, names.QUARANTINE_TOPIC)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model endpoint
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_endpoint_serves_tf_serving_in_the_vpc_with_kms_and_data_capture(synth: Synth) -> None:
+    settings = synth.config.model
+    _, model = synth.only("AWS::SageMaker::Model", "Model")
+    props = model["Properties"]
+    assert props["EnableNetworkIsolation"] is True
+    assert len(props["VpcConfig"]["Subnets"]) == synth.config.network.availability_zones
+    expected = serving_image_uri(
+        region="eu-west-1", version=settings.tf_serving_version, instance_type=settings.instance_type
+    )
+    assert expected.startswith("763104351884.dkr.ecr.eu-west-1.amazonaws.com/tensorflow-inference:2.20-cpu")
+    if synth.region:  # the SDK's answer for the target region, resolved at synth time
+        assert props["PrimaryContainer"]["Image"] == expected
+    else:  # the image of the deploy region, from a mapping of every region the SDK knows
+        assert props["PrimaryContainer"]["Image"]["Fn::FindInMap"][1:] == [{"Ref": "AWS::Region"}, "uri"]
+        mapping = next(iter(synth.raw["Model"]["Mappings"].values()))
+        assert mapping["eu-west-1"]["uri"] == expected and len(mapping) > 20
+    assert render(props["PrimaryContainer"]["ModelDataUrl"]).endswith(f"/{settings.model_data_key}")
+
+    _, endpoint_config = synth.only("AWS::SageMaker::EndpointConfig", "Model")
+    cfg = endpoint_config["Properties"]
+    assert "KmsKeyId" in cfg
+    capture = cfg["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and "KmsKeyId" in capture
+    assert capture["InitialSamplingPercentage"] == settings.data_capture_percent
+    assert render(capture["DestinationS3Uri"]).endswith("/datacapture")
+    _, endpoint = synth.only("AWS::SageMaker::Endpoint", "Model")
+    assert endpoint["Properties"]["EndpointName"] == synth.config.endpoint_name
+
+    _, target = synth.only("AWS::ApplicationAutoScaling::ScalableTarget", "Model")
+    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (
+        settings.min_instances,
+        settings.max_instances,
+    )
+    assert target["Properties"]["ResourceId"] == f"endpoint/{synth.config.endpoint_name}/variant/AllTraffic"
+    synth.template("Model").has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
         {
-            "Bucket": {"Ref": bucket_id},
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Effect": "Deny",
-                                "Action": "s3:*",
-                                "Principal": {"AWS": "*"},
-                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                            }
-                        )
-                    ]
-                )
-            },
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": Match.object_like(
+                {
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                    "TargetValue": settings.invocations_per_instance,
+                }
+            ),
         },
     )
 
 
-def test_glue_database_points_at_the_lake(synth: Synth) -> None:
-    _, db = synth.only("AWS::Glue::Database")
-    assert db["Properties"]["DatabaseInput"]["Name"] in {f"frauddetect_{n}" for n in ENVIRONMENTS}
-    assert "LocationUri" in db["Properties"]["DatabaseInput"]
+# ---------------------------------------------------------------------------------------------------------
+# Alerting and label feedback
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _function(synth: Synth, handler: str) -> tuple[str, dict]:
+    found = {
+        i: f
+        for i, f in synth.resources("AWS::Lambda::Function", "Alerting").items()
+        if f["Properties"].get("Handler") == handler
+    }
+    assert len(found) == 1
+    return next(iter(found.items()))
+
+
+def test_alert_lambda_is_arm64_with_its_environment_and_reserved_concurrency(synth: Synth) -> None:
+    topic_id = next(i for i, t in synth.resources("AWS::SNS::Topic", "Alerting").items())
+    table_id, _ = synth.only("AWS::DynamoDB::Table", "Alerting")
+    _, fn = _function(synth, "lambdas.alert_handler.app.handler")
+    props = fn["Properties"]
+    assert props["Architectures"] == ["arm64"]
+    assert props["ReservedConcurrentExecutions"] == synth.config.alerting.reserved_concurrency
+    env = props["Environment"]["Variables"]
+    assert env["ALERTS_TOPIC_ARN"] == {"Ref": topic_id}
+    assert env["IDEMPOTENCY_TABLE"] == {"Ref": table_id}
+    runtime_tag = props["Runtime"].replace("python3.", "python3")  # python3.13 -> python313
+    assert f"AWSLambdaPowertoolsPythonV3-{runtime_tag}-arm64" in str(props["Layers"])
+    assert "VpcConfig" not in props  # the event source mapping, not the function, reaches the brokers
+
+
+def test_alert_event_source_reads_fraud_alerts_with_retries_and_a_dlq(synth: Synth) -> None:
+    settings = synth.config.alerting
+    _, mapping = synth.only("AWS::Lambda::EventSourceMapping", "Alerting")
+    props = mapping["Properties"]
+    dlq_id, dlq = synth.only("AWS::SQS::Queue", "Alerting")
+    assert "KafkaCluster" in render(props["EventSourceArn"])
+    assert props["Topics"] == ["fraud-alerts"]
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["MaximumRetryAttempts"] == settings.retry_attempts
+    assert props["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": [dlq_id, "Arn"]}}}
+    assert props["AmazonManagedKafkaEventSourceConfig"] == {
+        "ConsumerGroupId": f"frauddetect-{synth.config.name}-alert-handler"
+    }
+    assert props["ProvisionedPollerConfig"] == {
+        "MinimumPollers": settings.min_pollers,
+        "MaximumPollers": settings.max_pollers,
+    }
+    assert "KmsMasterKeyId" in dlq["Properties"]
+
+
+def test_alert_lambda_role_reads_only_fraud_alerts_without_managed_policies(synth: Synth) -> None:
+    env = synth.config.name
+    _, fn = _function(synth, "lambdas.alert_handler.app.handler")
+    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert not synth.raw["Alerting"]["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
+    statements = synth.statements("Alerting", role_id)
+    kafka = _kafka_resources(statements, env)
+    assert {_topic(r, env) for r in kafka["kafka-cluster:ReadData"]} == {"fraud-alerts"}
+    assert "kafka-cluster:WriteData" not in kafka
+    assert {g.rsplit("/", 1)[1] for g in kafka["kafka-cluster:AlterGroup"]} == {f"frauddetect-{env}-alert-handler"}
+    actions = {a for st in statements for a in as_list(st["Action"])}
+    assert {"sns:Publish", "dynamodb:PutItem", "sqs:SendMessage", "kafka:DescribeClusterV2"} <= actions
 
 
 def test_idempotency_table_matches_powertools_schema(synth: Synth) -> None:
-    synth.template.has_resource_properties(
+    synth.template("Alerting").has_resource_properties(
         "AWS::DynamoDB::Table",
         {
             "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
@@ -143,133 +644,148 @@ def test_idempotency_table_matches_powertools_schema(synth: Synth) -> None:
     )
 
 
-def test_alerts_topic_is_kms_encrypted(synth: Synth) -> None:
-    synth.template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
-
-
-def _alert_function(synth: Synth) -> tuple[str, dict]:
-    functions = synth.template.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "lambdas.alert_handler.app.handler"}}
-    )
-    assert len(functions) == 1
-    return next(iter(functions.items()))
-
-
-def test_alert_lambda_is_arm64_python_with_its_environment(synth: Synth) -> None:
-    topic_id, _ = synth.only("AWS::SNS::Topic")
-    table_id, _ = synth.only("AWS::DynamoDB::Table")
-    _, fn = _alert_function(synth)
-    props = fn["Properties"]
-    assert props["Architectures"] == ["arm64"]
-    assert props["Runtime"].startswith("python3.1")
-    env = props["Environment"]["Variables"]
-    assert env["ALERTS_TOPIC_ARN"] == {"Ref": topic_id}
-    assert env["IDEMPOTENCY_TABLE"] == {"Ref": table_id}
-    assert env["POWERTOOLS_SERVICE_NAME"]
-    # Dependencies come from the Powertools layer for the same Python version and architecture.
-    layer_arn = str(props["Layers"])
-    runtime_tag = props["Runtime"].replace("python3.", "python3")  # python3.13 -> python313
-    assert f"AWSLambdaPowertoolsPythonV3-{runtime_tag}-arm64" in layer_arn
-
-
-def test_alert_lambda_role_can_publish_and_use_the_table(synth: Synth) -> None:
-    topic_id, _ = synth.only("AWS::SNS::Topic")
-    table_id, _ = synth.only("AWS::DynamoDB::Table")
-    _, fn = _alert_function(synth)
-    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
-    synth.template.has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "Roles": Match.array_with([{"Ref": role_id}]),
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": topic_id}}
-                        ),
-                        Match.object_like(
-                            {
-                                "Effect": "Allow",
-                                "Action": Match.array_with(["dynamodb:GetItem", "dynamodb:PutItem"]),
-                                "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
-                            }
-                        ),
-                    ]
-                )
+def test_topics_are_kms_encrypted_and_tls_only(synth: Synth) -> None:
+    for part in ("Alerting", "Monitoring"):
+        topic_id, topic = synth.only("AWS::SNS::Topic", part)
+        assert "KmsMasterKeyId" in topic["Properties"]
+        synth.template(part).has_resource_properties(
+            "AWS::SNS::TopicPolicy",
+            {
+                "Topics": [{"Ref": topic_id}],
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                    )
+                },
             },
-        },
+        )
+
+
+def test_alert_subscriptions_come_from_configuration(tmp_path: Path) -> None:
+    from aws_cdk import CfnOutput, Stack
+
+    from infra.alerting import Alerting
+    from infra.config import KafkaTopics
+    from infra.kafka import KafkaAccess
+
+    config = replace(
+        ENVIRONMENTS["dev"],
+        alerting=replace(
+            ENVIRONMENTS["dev"].alerting, email_subscribers=("fraud-team@example.com",), sms_subscribers=("+15550100",)
+        ),
     )
+    app = App(context=cdk_json_context(), outdir=str(tmp_path))
+    stack = Stack(app, "Subscriptions")
 
+    class _Kafka:  # what Alerting reads of a KafkaCluster
+        cluster_arn = "arn:aws:kafka:eu-west-1:111122223333:cluster/frauddetect-dev/uuid-1"
+        topics = KafkaTopics()
+        access = KafkaAccess(
+            cluster_arn=cluster_arn,
+            cluster_name="frauddetect-dev",
+            uuid_output=CfnOutput(stack, "Uuid", value="uuid-1"),
+        )
 
-def test_alert_lambda_asset_holds_only_the_handler_packages(synth: Synth) -> None:
-    _, fn = _alert_function(synth)
-    asset_hash = fn["Properties"]["Code"]["S3Key"].removesuffix(".zip")
-    asset = synth.outdir / f"asset.{asset_hash}"
-    assert (asset / "lambdas" / "alert_handler" / "app.py").is_file()
-    assert (asset / "frauddetect" / "alerts.py").is_file()
-    assert sorted(p.name for p in asset.iterdir()) == ["frauddetect", "lambdas"]
-    assert not list(asset.rglob("__pycache__"))
-
-
-def test_environments_differ_where_intended(synths: dict[str, Synth]) -> None:
-    dev, prod = synths["dev"], synths["prod"]
-    for resource_type in ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::DynamoDB::Table"):
-        for _, resource in dev.template.find_resources(resource_type).items():
-            assert resource["DeletionPolicy"] == "Delete", resource_type
-        for _, resource in prod.template.find_resources(resource_type).items():
-            assert resource["DeletionPolicy"] == "Retain", resource_type
-    _, dev_table = dev.only("AWS::DynamoDB::Table")
-    _, prod_table = prod.only("AWS::DynamoDB::Table")
-    assert dev_table["Properties"].get("DeletionProtectionEnabled") is not True
-    assert prod_table["Properties"]["DeletionProtectionEnabled"] is True
-
-    dev_logs = dev.template.find_resources("AWS::Logs::LogGroup")
-    prod_logs = prod.template.find_resources("AWS::Logs::LogGroup")
-    assert len(dev_logs) == len(prod_logs) == 2  # one per Lambda: alerts, label feedback
-    assert max(g["Properties"]["RetentionInDays"] for g in dev_logs.values()) < min(
-        g["Properties"]["RetentionInDays"] for g in prod_logs.values()
+    Alerting(stack, "Alerting", config=config, code_root=REPO_ROOT, kafka=_Kafka())  # type: ignore[arg-type]
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "fraud-team@example.com"}
     )
+    template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "sms", "Endpoint": "+15550100"})
 
 
-def test_label_feedback_lambda_sits_behind_an_iam_authorised_http_api(synth: Synth) -> None:
-    table_id, _ = synth.only("AWS::DynamoDB::Table")
-    functions = synth.template.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "lambdas.label_feedback.app.handler"}}
-    )
-    assert len(functions) == 1
-    function_id, fn = next(iter(functions.items()))
+def test_label_feedback_lambda_runs_in_the_vpc_behind_an_iam_authorised_api(synth: Synth) -> None:
+    env = synth.config.name
+    table_id, _ = synth.only("AWS::DynamoDB::Table", "Alerting")
+    function_id, fn = _function(synth, "lambdas.label_feedback.app.handler")
     props = fn["Properties"]
     assert props["Architectures"] == ["arm64"]
-    env = props["Environment"]["Variables"]
-    assert env["KAFKA_BOOTSTRAP_SERVERS"] == {"Ref": "KafkaBootstrapServers"}
-    assert env["LABELS_TOPIC"] == "labels"
-    assert env["IDEMPOTENCY_TABLE"] == {"Ref": table_id}  # shared with the alert handler, other key prefix
-    # Same asset as the alert handler: one upload.
-    _, alert_fn = _alert_function(synth)
-    assert props["Code"] == alert_fn["Properties"]["Code"]
+    assert len(props["VpcConfig"]["SubnetIds"]) == synth.config.network.availability_zones
+    env_vars = props["Environment"]["Variables"]
+    assert "BootstrapBrokerStringSaslIam" in render(env_vars["KAFKA_BOOTSTRAP_SERVERS"])
+    assert env_vars["KAFKA_AUTH"] == "msk-iam"
+    assert env_vars["LABELS_TOPIC"] == "labels"
+    assert env_vars["IDEMPOTENCY_TABLE"] == {"Ref": table_id}  # shared with the alert handler, other key prefix
+    _, alert_fn = _function(synth, "lambdas.alert_handler.app.handler")
+    assert props["Code"] == alert_fn["Properties"]["Code"]  # same asset: one upload
 
-    _, api = synth.only("AWS::ApiGatewayV2::Api")
+    _, api = synth.only("AWS::ApiGatewayV2::Api", "Alerting")
     assert api["Properties"]["ProtocolType"] == "HTTP"
-    _, route = synth.only("AWS::ApiGatewayV2::Route")
+    _, route = synth.only("AWS::ApiGatewayV2::Route", "Alerting")
     assert route["Properties"]["RouteKey"] == "POST /verdicts"
     assert route["Properties"]["AuthorizationType"] == "AWS_IAM"
-    _, integration = synth.only("AWS::ApiGatewayV2::Integration")
-    assert integration["Properties"]["IntegrationType"] == "AWS_PROXY"
+    _, stage = synth.only("AWS::ApiGatewayV2::Stage", "Alerting")
+    assert stage["Properties"]["StageName"] == "$default"
+    assert "DestinationArn" in stage["Properties"]["AccessLogSettings"]
+    assert (
+        stage["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"]
+        == synth.config.alerting.feedback_throttle_rps
+    )
+    _, integration = synth.only("AWS::ApiGatewayV2::Integration", "Alerting")
     assert integration["Properties"]["PayloadFormatVersion"] == "2.0"
     assert function_id in str(integration["Properties"]["IntegrationUri"])
-    synth.template.has_resource_properties(
-        "AWS::Lambda::Permission",
-        {"Action": "lambda:InvokeFunction", "Principal": "apigateway.amazonaws.com",
-         "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]}},
-    )
 
     role_id = props["Role"]["Fn::GetAtt"][0]
-    policies = synth.template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
-    statements = [st for p in policies.values() for st in p["Properties"]["PolicyDocument"]["Statement"]]
-    actions = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
-    assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"} <= actions
-    assert {"kafka-cluster:Connect", "kafka-cluster:WriteData", "kafka-cluster:DescribeTopic"} <= actions
-    write = next(st for st in statements if "kafka-cluster:WriteData" in st["Action"])
-    parts = write["Resource"]["Fn::Join"][1]
-    assert parts[-1].startswith(":topic/frauddetect-") and parts[-1].endswith("/*/labels")  # that topic only
-    assert "sns:Publish" not in actions  # it only writes labels
+    statements = synth.statements("Alerting", role_id)
+    kafka = _kafka_resources(statements, env)
+    assert {_topic(r, env) for r in kafka["kafka-cluster:WriteData"]} == {"labels"}  # that topic only
+    assert "kafka-cluster:ReadData" not in kafka
+    assert "kafka-cluster:WriteDataIdempotently" in kafka
+    actions = {a for st in statements for a in as_list(st["Action"])}
+    assert "sns:Publish" not in actions
+
+
+def test_lambda_asset_holds_only_the_handler_packages_and_the_job_package_only_frauddetect(synth: Synth) -> None:
+    _, fn = _function(synth, "lambdas.alert_handler.app.handler")
+    asset = synth.outdir / f"asset.{fn['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+    assert sorted(p.name for p in asset.iterdir()) == ["frauddetect", "lambdas"]
+    assert (asset / "lambdas" / "alert_handler" / "app.py").is_file()
+    assert not list(asset.rglob("__pycache__"))
+    _, job = synth.only("AWS::Glue::Job", "Streaming")
+    package = render(job["Properties"]["DefaultArguments"]["--extra-py-files"]).rsplit("/", 1)[1]
+    package_dir = synth.outdir / f"asset.{package.removesuffix('.zip')}"
+    assert sorted(p.name for p in package_dir.iterdir()) == ["frauddetect"]
+    assert (package_dir / "frauddetect" / "streaming.py").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Monitoring
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_alarms_cover_every_moving_part_and_notify_the_ops_topic(synth: Synth) -> None:
+    ops_topic_id, _ = synth.only("AWS::SNS::Topic", "Monitoring")
+    alarms = synth.resources("AWS::CloudWatch::Alarm", "Monitoring").values()
+    metrics = {a["Properties"].get("MetricName") for a in alarms}
+    assert {
+        "Errors",
+        "Throttles",
+        "ApproximateNumberOfMessagesVisible",
+        "TriggeredRules",
+        "glue.driver.streaming.batchProcessingTimeInMs",
+        "ModelLatency",
+        "Invocation5XXErrors",
+    } <= metrics
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": ops_topic_id}]
+    anomaly = [a for a in alarms if "ThresholdMetricId" in a["Properties"]]
+    assert len(anomaly) == 1
+    expressions = [m.get("Expression", "") for m in anomaly[0]["Properties"]["Metrics"]]
+    assert any(e.startswith("ANOMALY_DETECTION_BAND(") for e in expressions)
+    published = next(m for m in anomaly[0]["Properties"]["Metrics"] if "MetricStat" in m)
+    assert published["MetricStat"]["Metric"]["MetricName"] == "NumberOfMessagesPublished"
+    synth.template("Monitoring").has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.glue"],
+                "detail-type": ["Glue Job State Change"],
+                "detail": {
+                    "jobName": [f"frauddetect-{synth.config.name}-streaming"],
+                    "state": Match.array_with(["FAILED"]),
+                },
+            },
+            "Targets": [Match.object_like({"Arn": {"Ref": ops_topic_id}})],
+        },
+    )
+    synth.template("Monitoring").resource_count_is("AWS::CloudWatch::Dashboard", 1)
