@@ -37,6 +37,7 @@ __all__ = [
     "end_offsets_via_fetch",
     "ensure_topics",
     "fetch_high_watermarks",
+    "msk_iam_settings",
     "produce_confirmed",
     "producer_config",
     "topic_partitions",
@@ -59,6 +60,25 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     :returns: a new dict.
     """
     return {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, **overrides}
+
+
+def msk_iam_settings(region: str) -> dict[str, Any]:
+    """librdkafka settings for Amazon MSK IAM access control: SASL/OAUTHBEARER over TLS, with tokens signed
+    by ``aws-msk-iam-sasl-signer-python`` from the process's AWS credentials (a Lambda's or Glue job's role).
+
+    Merge them into :func:`producer_config` / :func:`consumer_config` overrides. The signer is imported on
+    the first token request, so building the settings needs neither the package nor credentials.
+
+    :param region: the cluster's AWS region (the token is signed for it).
+    """
+
+    def oauth_cb(_config: str) -> tuple[str, float]:
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+        token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+        return token, expiry_ms / 1000
+
+    return {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER", "oauth_cb": oauth_cb}
 
 
 class DeliveryFailed(RuntimeError):

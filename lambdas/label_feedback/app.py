@@ -36,6 +36,7 @@ Environment:
     LABELS_TOPIC: topic to produce to (default ``labels``).
     KAFKA_DELIVERY_TIMEOUT_MS: librdkafka ``message.timeout.ms`` (default 10000); keep the function timeout
         above it plus a few seconds.
+    KAFKA_AUTH: ``msk-iam`` (Amazon MSK IAM access control over TLS) or ``none`` (default, PLAINTEXT).
     IDEMPOTENCY_TTL_SECONDS: how long a (transaction, analyst) pair stays deduplicated (default 7 days).
     LABEL_MAX_FUTURE_SKEW_SECONDS: how far ``labeled_at`` may lie in the future (default 300).
     POWERTOOLS_SERVICE_NAME (default ``label-feedback``), POWERTOOLS_METRICS_NAMESPACE (default
@@ -124,22 +125,18 @@ idempotency_config = IdempotencyConfig(
 
 
 def kafka_overrides() -> dict[str, Any]:
-    """Extra librdkafka settings merged over :func:`producer_settings`' defaults. EXTENSION POINT.
+    """Extra librdkafka settings merged over :func:`producer_settings`' defaults: Kafka security.
 
-    Today none: PLAINTEXT, which the embedded broker and a local cluster speak. The MSK issue adds the
-    security settings here and nowhere else, e.g. for IAM auth::
-
-        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-
-        def _oauth_cb(_config):
-            token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(os.environ["AWS_REGION"])
-            return token, expiry_ms / 1000
-
-        return {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER", "oauth_cb": _oauth_cb}
-
-    (the Lambda role then needs ``kafka-cluster:Connect``, ``DescribeTopic`` and ``WriteData`` on the
-    ``labels`` topic, and the function must run in the cluster's VPC).
+    ``KAFKA_AUTH=msk-iam`` (what the CDK app sets): SASL/OAUTHBEARER over TLS with MSK IAM tokens signed
+    for ``AWS_REGION`` (:func:`frauddetect.kafka_io.msk_iam_settings`); the role needs
+    ``kafka-cluster:Connect``, ``WriteDataIdempotently`` on the cluster and ``DescribeTopic``/``WriteData`` on
+    the labels topic. Unset or ``none``: PLAINTEXT, which the embedded broker and a local cluster speak.
     """
+    auth = os.getenv("KAFKA_AUTH", "none").lower()
+    if auth == "msk-iam":
+        return kafka_io.msk_iam_settings(os.environ["AWS_REGION"])
+    if auth != "none":
+        raise ValueError(f"KAFKA_AUTH={auth!r}: expected 'msk-iam' or 'none'")
     return {}
 
 
