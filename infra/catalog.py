@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from aws_cdk import Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from constructs import Construct
@@ -131,7 +131,7 @@ class LakeCatalog(Construct):
             resource.add_resource_dependency(self.database)
 
         self.workgroup_name = config.resource_prefix
-        athena.CfnWorkGroup(
+        workgroup = athena.CfnWorkGroup(
             self,
             "WorkGroup",
             name=self.workgroup_name,
@@ -152,3 +152,5 @@ class LakeCatalog(Construct):
                 ),
             ),
         )
+        CfnOutput(self, "GlueDatabaseName", value=self.database_name)
+        CfnOutput(self, "AthenaWorkGroupName", value=workgroup.name)

@@ -9,7 +9,7 @@ The Spark job writes scored transactions, labels, alerts and quarantine as Parqu
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnOutput, Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -93,6 +93,10 @@ class DataLake(Construct):
             ],
         )
         self.lake_uri = self.bucket.s3_url_for_object(LAKE_PREFIX)
+
+        CfnOutput(self, "LakeBucketName", value=self.bucket.bucket_name)
+        CfnOutput(self, "ArtifactsBucketName", value=self.artifacts_bucket.bucket_name)
+        CfnOutput(self, "AthenaResultsBucketName", value=self.athena_results_bucket.bucket_name)
 
     def _bucket(
         self,
