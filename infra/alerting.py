@@ -14,7 +14,6 @@ from pathlib import Path
 from aws_cdk import CfnOutput, Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_sns as sns
@@ -24,6 +23,7 @@ from constructs import Construct
 
 from infra.config import EnvironmentConfig
 from infra.kafka import KafkaCluster
+from infra.keys import environment_key
 from infra.policies import network_interface_statement
 from infra.python_function import PowertoolsFunction
 
@@ -55,13 +55,12 @@ class Alerting(Construct):
         settings = config.alerting
 
         # Its own key, not the lake's: reading the lake does not grant reading alert payloads.
-        self.key = kms.Key(
+        self.key = environment_key(
             self,
             "AlertsKey",
-            alias=f"alias/{config.resource_prefix}-alerts",
-            description=f"frauddetect {config.name}: alerts topic, idempotency table and DLQ encryption",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
+            config=config,
+            name="alerts",
+            purpose="alerts topic, idempotency table and DLQ encryption",
         )
 
         self.topic = sns.Topic(

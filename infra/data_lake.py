@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
+from infra.keys import environment_key
 
 LAKE_PREFIX = "lake"
 MODELS_PREFIX = "models"
@@ -39,13 +40,8 @@ class DataLake(Construct):
         self._config = config
         lake = config.lake
 
-        self.key = kms.Key(
-            self,
-            "LakeKey",
-            alias=f"alias/{config.resource_prefix}-lake",
-            description=f"frauddetect {config.name}: data lake, Athena results and artifacts encryption",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
+        self.key = environment_key(
+            self, "LakeKey", config=config, name="lake", purpose="data lake, Athena results and artifacts encryption"
         )
 
         self.access_logs_bucket = self._bucket(

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 
 from aws_cdk import Aws, CfnOutput, Fn, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_msk as msk
@@ -15,6 +14,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from infra.config import EnvironmentConfig, KafkaTopics, MskMode
+from infra.keys import environment_key
 from infra.network import Network
 
 
@@ -183,14 +183,7 @@ class KafkaCluster(Construct):
 
     def _provisioned(self, config: EnvironmentConfig, subnet_ids: list[str], security_groups: list[str]) -> str:
         settings = config.kafka
-        key = kms.Key(
-            self,
-            "BrokerKey",
-            alias=f"alias/{config.resource_prefix}-msk",
-            description=f"frauddetect {config.name}: MSK broker volume encryption",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
-        )
+        key = environment_key(self, "BrokerKey", config=config, name="msk", purpose="MSK broker volume encryption")
         broker_logs = logs.LogGroup(
             self, "BrokerLogs", retention=config.log_retention, removal_policy=config.removal_policy
         )

@@ -18,7 +18,6 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -26,6 +25,7 @@ from constructs import Construct
 from infra.alerting import Alerting
 from infra.config import EnvironmentConfig
 from infra.feedback import LabelFeedback
+from infra.keys import environment_key
 from infra.model_endpoint import ModelEndpoint
 from infra.streaming_job import StreamingJob
 
@@ -55,14 +55,7 @@ class Monitoring(Construct):
         model: ModelEndpoint,
     ) -> None:
         super().__init__(scope, construct_id)
-        key = kms.Key(
-            self,
-            "OpsKey",
-            alias=f"alias/{config.resource_prefix}-ops",
-            description=f"frauddetect {config.name}: ops notifications topic encryption",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
-        )
+        key = environment_key(self, "OpsKey", config=config, name="ops", purpose="ops notifications topic encryption")
         # CloudWatch alarms and EventBridge publish to the encrypted topic with their service principals.
         key.add_to_resource_policy(
             iam.PolicyStatement(
@@ -138,27 +131,19 @@ class Monitoring(Construct):
         )
 
         endpoint_dims = {"EndpointName": model.endpoint_name, "VariantName": model.variant_name}
-        latency = cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="ModelLatency",  # microseconds
-            dimensions_map=endpoint_dims,
-            period=ONE_MINUTE,
-            statistic="p99",
-        )
-        errors_5xx = cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="Invocation5XXErrors",
-            dimensions_map=endpoint_dims,
-            period=FIVE_MINUTES,
-            statistic="Sum",
-        )
-        invocations = cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="Invocations",
-            dimensions_map=endpoint_dims,
-            period=FIVE_MINUTES,
-            statistic="Sum",
-        )
+
+        def endpoint_metric(name: str, period: Duration, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="AWS/SageMaker",
+                metric_name=name,
+                dimensions_map=endpoint_dims,
+                period=period,
+                statistic=statistic,
+            )
+
+        latency = endpoint_metric("ModelLatency", ONE_MINUTE, "p99")  # microseconds
+        errors_5xx = endpoint_metric("Invocation5XXErrors", FIVE_MINUTES, "Sum")
+        invocations = endpoint_metric("Invocations", FIVE_MINUTES, "Sum")
         self._alarm(
             "EndpointLatency",
             latency,

@@ -19,6 +19,7 @@ from constructs import Construct
 from infra.config import EnvironmentConfig
 from infra.data_lake import GLUE_PREFIX, LAKE_PREFIX, DataLake
 from infra.kafka import KafkaCluster
+from infra.keys import environment_key
 from infra.network import Network
 from infra.policies import log_group_arn, network_interface_statement
 
@@ -67,13 +68,8 @@ class StreamingJob(Construct):
         )
 
         # Logs and job bookmarks: their own key, so log readers need not be able to read the lake.
-        key = kms.Key(
-            self,
-            "JobKey",
-            alias=f"alias/{config.resource_prefix}-glue",
-            description=f"frauddetect {config.name}: Glue streaming job logs and bookmarks",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
+        key = environment_key(
+            self, "JobKey", config=config, name="glue", purpose="Glue streaming job logs and bookmarks"
         )
         key.add_to_resource_policy(
             iam.PolicyStatement(
