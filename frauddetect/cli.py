@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from frauddetect.local_endpoint import add_serve_arguments, serve_from_args
 from frauddetect.stacks import StackError, check_demo_stack, resolve_stack
 
 
@@ -71,8 +72,75 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_config(args: argparse.Namespace):
+    from frauddetect.model import ModelConfig
+
+    return ModelConfig(members=args.members, epochs=args.epochs)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from frauddetect.data import load_transactions
+    from frauddetect.training import train_and_export
+
+    tx = load_transactions(args.input)
+    result = train_and_export(tx, args.model_dir, train_start=args.train_start, train_days=args.train_days,
+                              alerts_per_day=args.alerts_per_day, seed=args.seed, config=_model_config(args))
+    summary = {
+        "model_dir": str(result.exported.model_dir),
+        "version": result.exported.version,
+        "saved_model": str(result.exported.saved_model_dir),
+        "archive": str(result.exported.archive_path),
+        "threshold": result.threshold,
+        "train_rows": result.train_rows,
+        "validation_rows": result.val_rows,
+        "train_seconds": round(result.train_seconds, 1),
+        **result.metrics,
+    }
+    print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from frauddetect.data import load_transactions
+    from frauddetect.training import prequential_estimate
+
+    console = Console(stderr=True)
+    tx = load_transactions(args.input)
+    on_fold = lambda row: console.print(  # noqa: E731 - progress line per fold
+        f"fold {row['fold']} (training from {row['train_start']}, {row['train_seconds']:.0f} s): "
+        f"AUC {row['auc_roc']:.3f}  AP {row['average_precision']:.3f}  CP@100 {row['card_precision@100']:.3f}")
+    estimate = prequential_estimate(tx, args.test_start, n_folds=args.folds, seed=args.seed,
+                                    config=_model_config(args), on_fold=on_fold)
+    if args.predictions_out:
+        out = Path(args.predictions_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".csv":
+            estimate.predictions.to_csv(out, index=False)
+        else:
+            estimate.predictions.to_parquet(out, index=False)
+        console.print(f"{len(estimate.predictions):,} test predictions -> {out}")
+    summary = estimate.summary()
+    report = {"test_start": args.test_start, "folds": args.folds, "seed": args.seed,
+              "metrics": summary, "per_fold": estimate.folds.to_dict(orient="records")}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, m in summary.items():
+            console.print(f"{name}: {m['mean']:.3f} +/- {m['std']:.3f}  (published best {m['published_best']:.3f}, "
+                          f"{m['published_model']}){'  beaten' if m['beats'] else ''}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (member i of the ensemble: 1000 seed + i)")
+    parser.add_argument("--members", type=int, default=5, help="networks in the ensemble (default 5)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per network (default 20)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands ``demo`` and ``features``)."""
+    """The argument parser (subcommands ``demo``, ``dbt``, ``features``, ``train``, ``evaluate``)."""
     parser = argparse.ArgumentParser(prog="frauddetect", description="Real-time card-fraud detection")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -116,6 +184,38 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--start", help="keep rows from this day (features still use earlier history)")
     feats.add_argument("--end", help="keep rows up to this day (inclusive)")
     feats.set_defaults(func=_cmd_features)
+
+    train = sub.add_parser("train", help="train the Keras model and export it for TF Serving / SageMaker")
+    train.add_argument("--input", required=True, help="Parquet/CSV in the handbook's raw schema, with TX_FRAUD")
+    train.add_argument("--train-start", required=True, help="first training day (YYYY-MM-DD, UTC)")
+    train.add_argument("--train-days", type=int, default=7, help="training days (default 7); the 7 days after "
+                                                                   "them choose the alert threshold")
+    train.add_argument("--model-dir", required=True, help="export here: <version>/saved_model.pb, "
+                                                          "model.tar.gz, metadata.json")
+    train.add_argument("--alerts-per-day", type=float, default=100, help="daily alert budget for the threshold")
+    _add_model_options(train)
+    train.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    train.set_defaults(func=_cmd_train)
+
+    serve = sub.add_parser("serve", help="local SageMaker endpoint (InvokeEndpoint + TF Serving JSON) on an "
+                                         "exported model")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=serve_from_args)
+
+    ev = sub.add_parser("evaluate", help="the handbook's prequential test estimate of the model",
+                        description="Trains the model on each prequential fold (7 training days, 7 days of label "
+                                    "delay, 7 test days without the known compromised cards) and reports AUC ROC, "
+                                    "average precision and Card Precision@100: mean and std over folds, next to "
+                                    "the best published values (handbook).")
+    ev.add_argument("--input", required=True, help="Parquet/CSV in the handbook's raw schema, with TX_FRAUD")
+    ev.add_argument("--test-start", required=True, help="training start of the newest fold (handbook: 2018-08-15); "
+                                                        "fold f starts 7 f days earlier")
+    ev.add_argument("--folds", type=int, default=4)
+    ev.add_argument("--predictions-out", help="write transaction_id, fold, score of every test row "
+                                              "(.parquet, or .csv)")
+    _add_model_options(ev)
+    ev.add_argument("--json", action="store_true", help="print the report as one JSON line on stdout")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

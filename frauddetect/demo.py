@@ -164,10 +164,11 @@ def run_demo(opts: DemoOptions) -> dict:
         from frauddetect.training import train_and_export
 
         with console.status("training the Keras model on the history before the stream"):
-            result = train_and_export(history, start, str(opts.workdir / "model"),
+            result = train_and_export(history, str(opts.workdir / "model"), deploy_start=start,
                                       alerts_per_day=opts.alerts_per_day, seed=opts.seed)
         model_dir = opts.workdir / "model"
-        console.print(f"model {result.exported.version}: validation AUC {result.metrics['validation_auc']:.3f}, "
+        auc = result.metrics["validation_auc"]
+        console.print(f"model {result.exported.version}: validation AUC {'n/a' if auc is None else f'{auc:.3f}'}, "
                       f"threshold {result.threshold:.4f} ({opts.alerts_per_day:g} alerts/day budget)")
     else:
         model_dir = opts.model

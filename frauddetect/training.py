@@ -1,24 +1,97 @@
-"""Training workflow shared by the CLI, the demo and the SageMaker entry point (``training/``).
+"""Training and evaluation workflows shared by the CLI (``frauddetect train`` / ``evaluate``), the demo and
+the SageMaker entry point (``training/train.py``).
 
-Windows follow the handbook's delayed-label protocol (ch. 5): labels of the last ``delay_days`` before the
-point of deployment are not known yet, so the model is fitted on ``[end - delay - val - train, end -
-delay - val)``, early-stopped and given its alert threshold on the next ``val_days``, and those
-``val_days`` end ``delay_days`` before ``end`` (the first day it will score).
+Windows follow the handbook's delayed-label protocol (ch. 3 and 5), for a model trained on
+``[train_start, train_start + train_days)``:
+
+- the next ``delay_days`` (7) are the label-delay window: their transactions exist when the model is
+  trained, their labels mostly do not (frauds are confirmed about a week later). The alert threshold is
+  chosen on the model's scores of these transactions -- the most recent traffic, which is what the daily
+  alert budget will be spent on -- and needs no labels (:func:`frauddetect.model.choose_threshold`);
+- the model goes live at ``deploy_start = train_start + train_days + delay_days``, which is the handbook's
+  first test day for the same training start.
+
+Features always come from :func:`frauddetect.features.offline_features`, the same code the stream uses.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from frauddetect.evaluation import (
+    model_selection_starts,
+    performance_metrics,
+    prequential_fold_starts,
+    train_test_split_delayed,
+)
 from frauddetect.features import FEATURE_COLUMNS, LABEL_DELAY_DAYS, offline_features
-from frauddetect.model import ExportedModel, choose_threshold, export_model, train_model
+from frauddetect.model import (
+    ExportedModel,
+    ModelConfig,
+    choose_threshold,
+    export_model,
+    train_ensemble,
+)
 
 log = logging.getLogger("frauddetect.training")
+
+DAY = pd.Timedelta(days=1)
+METRICS = ("auc_roc", "average_precision", "card_precision@100")
+
+# The handbook's published test performance (../shared/data/handbook/README.md): the best value of each
+# metric over its table, and the row it comes from. ``frauddetect evaluate`` reports the margin to these.
+PUBLISHED_BEST = {
+    "auc_roc": (0.879, "Balanced bagging"),
+    "average_precision": (0.687, "XGBoost"),
+    "card_precision@100": (0.305, "Balanced bagging"),
+}
+
+
+def _utc_day(value) -> pd.Timestamp:
+    """A date/timestamp as UTC midnight (naive values are UTC); raises ValueError if unparseable."""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.floor("D"):
+        raise ValueError(f"{value!r}: expected a date (UTC midnight)")
+    return ts
+
+
+@dataclass(frozen=True)
+class TrainingWindows:
+    """The time windows of one training run (UTC, half-open)."""
+
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp  # = start of the label-delay window, on which the threshold is chosen
+    deploy_start: pd.Timestamp  # = end of the label-delay window, first day the model scores
+
+    @classmethod
+    def from_dates(
+        cls,
+        *,
+        train_start=None,
+        deploy_start=None,
+        train_days: int = 7,
+        delay_days: int = LABEL_DELAY_DAYS,
+    ) -> "TrainingWindows":
+        """Windows from exactly one of ``train_start`` / ``deploy_start`` (dates, UTC).
+
+        Raises ValueError when both or neither are given or a number of days is not positive.
+        """
+        if (train_start is None) == (deploy_start is None):
+            raise ValueError("give exactly one of train_start and deploy_start")
+        if train_days < 1 or delay_days < 1:
+            raise ValueError(f"train_days ({train_days}) and delay_days ({delay_days}) must be >= 1")
+        if train_start is not None:
+            start = _utc_day(train_start)
+        else:
+            start = _utc_day(deploy_start) - (train_days + delay_days) * DAY
+        return cls(start, start + train_days * DAY, start + (train_days + delay_days) * DAY)
 
 
 @dataclass
@@ -30,57 +103,161 @@ class TrainingResult:
     metrics: dict
     train_rows: int
     val_rows: int
+    train_seconds: float
+
+
+def _rows_in(times: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+    return ((times >= start) & (times < end)).to_numpy()
 
 
 def train_and_export(
     tx: pd.DataFrame,
-    deploy_start: str | pd.Timestamp,
     model_dir: str,
     *,
-    train_days: int = 14,
-    val_days: int = 7,
+    train_start=None,
+    deploy_start=None,
+    train_days: int = 7,
     delay_days: int = LABEL_DELAY_DAYS,
     alerts_per_day: float = 100,
     seed: int = 0,
+    config: ModelConfig | None = None,
 ) -> TrainingResult:
-    """Featurise ``tx`` (canonical frame with ``tx_fraud``), train, choose the threshold, export.
+    """Featurise ``tx``, train the ensemble on the training window, choose the threshold, export.
 
-    ``deploy_start``: first day the model will score (UTC); only transactions before it are used.
-    Raises ValueError when a window has no rows or no fraud.
+    ``tx``: canonical transactions (:func:`frauddetect.data.load_transactions`) with ``tx_fraud``, covering
+    at least the training and label-delay windows (plus up to 37 days before them for the features'
+    windows; less history gives smaller counts, as in a cold start). Windows: see the module docstring
+    and :class:`TrainingWindows` (give ``train_start`` or ``deploy_start``). Only transactions before the
+    deployment start are read. The threshold spends ``alerts_per_day`` alerts a day on the label-delay
+    window's scores. Metrics in the result and the metadata: AUC ROC and AP on that window where its
+    labels are in ``tx`` (offline data; a live system only learns them later), else None.
+    Raises ValueError when the training window has no rows or no fraud, or the delay window is too small
+    for the alert budget.
     """
-    start = pd.Timestamp(deploy_start, tz="UTC")
-    val_end = start - pd.Timedelta(days=delay_days)
-    val_start = val_end - pd.Timedelta(days=val_days)
-    train_start = val_start - pd.Timedelta(days=train_days)
-    history = tx[tx["tx_datetime"] < start]
+    windows = TrainingWindows.from_dates(
+        train_start=train_start, deploy_start=deploy_start, train_days=train_days, delay_days=delay_days
+    )
+    history = tx[tx["tx_datetime"] < windows.deploy_start]
     feats = offline_features(history)
     times = history["tx_datetime"]
-    train = ((times >= train_start) & (times < val_start)).to_numpy()
-    val = ((times >= val_start) & (times < val_end)).to_numpy()
+    train = _rows_in(times, windows.train_start, windows.train_end)
+    val = _rows_in(times, windows.train_end, windows.deploy_start)
     x = feats[list(FEATURE_COLUMNS)].to_numpy(np.float32)
     y = history["tx_fraud"].to_numpy()
-    for name, mask in (("training", train), ("validation", val)):
-        if mask.sum() == 0 or y[mask].sum() == 0:
-            raise ValueError(f"{name} window has {mask.sum()} rows and {y[mask].sum()} frauds: need both")
-    model = train_model(x[train], y[train], val_features=x[val], val_labels=y[val], seed=seed)
-    val_scores = model.predict(x[val], batch_size=8192, verbose=0).reshape(-1)
-    threshold = choose_threshold(val_scores, days=val_days, alerts_per_day=alerts_per_day)
+    if train.sum() == 0 or y[train].sum() == 0:
+        raise ValueError(
+            f"training window {windows.train_start.date()}..{(windows.train_end - DAY).date()} has "
+            f"{train.sum()} rows and {y[train].sum()} frauds: need both"
+        )
+    began = time.perf_counter()
+    config = config or ModelConfig()
+    model = train_ensemble(x[train], y[train], config=config, seed=seed)
+    train_seconds = time.perf_counter() - began
+    val_scores = model.predict(x[val], batch_size=65536, verbose=0).reshape(-1)
+    threshold = choose_threshold(val_scores, days=delay_days, alerts_per_day=alerts_per_day)
+    labelled = val.sum() > 0 and 0 < y[val].sum() < val.sum()
     metrics = {
-        "validation_auc": float(roc_auc_score(y[val], val_scores)),
-        "validation_average_precision": float(average_precision_score(y[val], val_scores)),
+        "validation_auc": float(roc_auc_score(y[val], val_scores)) if labelled else None,
+        "validation_average_precision": float(average_precision_score(y[val], val_scores)) if labelled else None,
     }
     exported = export_model(
         model,
         model_dir,
         metadata={
             "threshold": float(threshold),
-            "alert_policy": {"alerts_per_day": alerts_per_day, "validation_days": val_days},
-            "training_window": {"start": train_start.isoformat(), "end": val_start.isoformat()},
-            "validation_window": {"start": val_start.isoformat(), "end": val_end.isoformat()},
+            "alert_policy": {"alerts_per_day": alerts_per_day, "window": "label-delay window", "days": delay_days},
+            "training_window": {"start": windows.train_start, "end": windows.train_end},
+            "validation_window": {"start": windows.train_end, "end": windows.deploy_start},
+            "deploy_start": windows.deploy_start,
             "label_delay_days": delay_days,
+            "preprocessing": "signed log1p, then standardisation adapted on the training window (in the graph)",
+            "model": {**asdict(config), "architecture": "mean of feed-forward networks"},
             "metrics": metrics,
             "seed": seed,
+            "train_rows": int(train.sum()),
+            "train_frauds": int(y[train].sum()),
+            "train_seconds": round(train_seconds, 1),
         },
     )
-    log.info("trained on %s rows, validated on %s: %s, threshold %.4f", train.sum(), val.sum(), metrics, threshold)
-    return TrainingResult(exported, float(threshold), metrics, int(train.sum()), int(val.sum()))
+    log.info(
+        "trained on %s rows in %.0f s, threshold on %s rows: %s, threshold %.4f",
+        train.sum(), train_seconds, val.sum(), metrics, threshold,
+    )
+    return TrainingResult(exported, float(threshold), metrics, int(train.sum()), int(val.sum()), train_seconds)
+
+
+@dataclass
+class PrequentialEstimate:
+    """Result of :func:`prequential_estimate`."""
+
+    folds: pd.DataFrame
+    """One row per fold (newest first): ``fold`` (0 = newest), ``train_start``, ``test_rows``,
+    ``train_seconds`` and the three metrics."""
+    predictions: pd.DataFrame
+    """``transaction_id``, ``fold``, ``score`` for every test row of every fold."""
+
+    def summary(self) -> dict:
+        """``{metric: {"mean", "std", "published_best", "published_model", "beats"}}``; std is the
+        population std over folds, as the handbook prints it."""
+        out = {}
+        for m in METRICS:
+            best, model = PUBLISHED_BEST[m]
+            mean = float(self.folds[m].mean())
+            out[m] = {
+                "mean": mean,
+                "std": float(self.folds[m].std(ddof=0)),
+                "published_best": best,
+                "published_model": model,
+                "beats": bool(round(mean, 3) > best),
+            }
+        return out
+
+
+def prequential_estimate(
+    tx: pd.DataFrame,
+    test_start,
+    *,
+    n_folds: int = 4,
+    train_days: int = 7,
+    delay_days: int = LABEL_DELAY_DAYS,
+    seed: int = 0,
+    config: ModelConfig | None = None,
+    on_fold=None,
+) -> PrequentialEstimate:
+    """The handbook's prequential test estimate of the production model (ch. 5, "Validation strategies").
+
+    ``tx``: canonical transactions with ``tx_fraud`` covering the folds and the 37 days before the oldest
+    one. ``test_start``: the training start of the newest fold (the handbook's
+    ``start_date_training_for_test``, 2018-08-15 for its published table); fold f trains on the
+    ``train_days`` from ``test_start - 7 f`` days and is tested on the 7 days after the ``delay_days``
+    label delay, with known compromised cards removed
+    (:func:`frauddetect.evaluation.train_test_split_delayed`). ``on_fold(row dict)`` is called after
+    each fold (progress). Raises ValueError on a fold without training rows.
+    """
+    config = config or ModelConfig()
+    feats = offline_features(tx).drop(columns=["transaction_id", "tx_amount"])
+    frame = pd.concat([tx, feats], axis=1)
+    rows, predictions = [], []
+    for fold, start in enumerate(prequential_fold_starts(test_start, n_folds)):
+        train, test = train_test_split_delayed(frame, start, train_days, delay_days, 7)
+        began = time.perf_counter()
+        model = train_ensemble(
+            train[list(FEATURE_COLUMNS)].to_numpy(np.float32), train["tx_fraud"].to_numpy(), config=config, seed=seed
+        )
+        seconds = time.perf_counter() - began
+        scores = model.predict(test[list(FEATURE_COLUMNS)].to_numpy(np.float32), batch_size=65536, verbose=0)
+        scored = test.assign(score=scores.reshape(-1).astype(np.float64))
+        row = {"fold": fold, "train_start": start.date().isoformat(), "test_rows": len(test),
+               "train_seconds": round(seconds, 1), **performance_metrics(scored)}
+        rows.append(row)
+        predictions.append(scored[["transaction_id"]].assign(fold=fold, score=scored["score"]))
+        if on_fold is not None:
+            on_fold(row)
+    return PrequentialEstimate(pd.DataFrame(rows), pd.concat(predictions, ignore_index=True))
+
+
+def handbook_selection_start(test_start) -> pd.Timestamp:
+    """The validation (model-selection) start that goes with a test start (handbook ch. 5): 35 days
+    earlier; 2018-08-15 -> 2018-07-11. See :func:`frauddetect.evaluation.model_selection_starts`."""
+    valid, test = model_selection_starts()
+    return _utc_day(test_start) - (test - valid)

@@ -1,6 +1,6 @@
 """SageMaker script-mode training entry point (thin: the workflow is ``frauddetect.training``).
 
-SageMaker runs ``python train.py --deploy-start 2018-08-15 ...`` with the training channel mounted at
+SageMaker runs ``python train.py --train-start 2018-08-01 ...`` (or ``--deploy-start``) with the training channel mounted at
 ``SM_CHANNEL_TRAIN`` (Parquet/CSV files in the handbook's raw schema) and uploads ``SM_MODEL_DIR`` as
 ``model.tar.gz``; the exported SavedModel there is in TF Serving layout (``<version>/saved_model.pb``).
 """
@@ -12,16 +12,21 @@ from pathlib import Path
 import pandas as pd
 
 from frauddetect.data import canonical, read_raw
+from frauddetect.model import ModelConfig
 from frauddetect.training import train_and_export
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="frauddetect SageMaker training")
-    p.add_argument("--deploy-start", required=True, help="first day the model will score (YYYY-MM-DD)")
-    p.add_argument("--train-days", type=int, default=14)
-    p.add_argument("--val-days", type=int, default=7)
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--train-start", help="first training day (YYYY-MM-DD)")
+    when.add_argument("--deploy-start", help="first day the model will score (YYYY-MM-DD); training ends "
+                                             "train-days + 7 label-delay days before it")
+    p.add_argument("--train-days", type=int, default=7)
     p.add_argument("--alerts-per-day", type=float, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--members", type=int, default=ModelConfig().members)
+    p.add_argument("--epochs", type=int, default=ModelConfig().epochs)
     p.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data"))
     p.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
     a = p.parse_args(argv)
@@ -29,8 +34,12 @@ def main(argv=None) -> int:
     if not files:
         raise SystemExit(f"no .parquet or .csv file in {a.train}")
     tx = pd.concat([canonical(read_raw(f)) for f in files], ignore_index=True)
-    result = train_and_export(tx, a.deploy_start, a.model_dir, train_days=a.train_days, val_days=a.val_days,
-                              alerts_per_day=a.alerts_per_day, seed=a.seed)
+    result = train_and_export(tx, a.model_dir, train_start=a.train_start, deploy_start=a.deploy_start,
+                              train_days=a.train_days, alerts_per_day=a.alerts_per_day, seed=a.seed,
+                              config=ModelConfig(members=a.members, epochs=a.epochs))
+    # SageMaker tars SM_MODEL_DIR into the job's own model.tar.gz, whose layout then equals this archive's
+    # (<version>/..., metadata.json); keeping ours inside would ship the model twice.
+    result.exported.archive_path.unlink()
     print(f"model {result.exported.version}: {result.metrics}, threshold {result.threshold:.4f}")
     return 0
 

@@ -21,7 +21,7 @@ from frauddetect.data import canonical
 from frauddetect.demo import _write_bootstrap
 from frauddetect.features import FEATURE_COLUMNS, offline_features
 from frauddetect.local_stack import EmbeddedStack, wait_for
-from frauddetect.model import SavedModelScorer
+from frauddetect.model import ModelConfig, SavedModelScorer
 from frauddetect.replay import plan_replay, produce_replay
 from frauddetect.simulator import simulate_transactions
 from frauddetect.training import train_and_export
@@ -71,7 +71,8 @@ def test_three_sigkills_lose_nothing_and_duplicate_nothing(tmp_path):
     bootstrap = tmp_path / "history.parquet"
     _write_bootstrap(history, START, bootstrap)
     model_dir = tmp_path / "model"
-    train_and_export(history, START, str(model_dir), alerts_per_day=20, train_days=10, val_days=7)
+    train_and_export(history, str(model_dir), deploy_start=START, alerts_per_day=20, train_days=10,
+                     config=ModelConfig(members=1))
     plan = plan_replay(raw, START, END)
     rng = random.Random(20261129)
 

@@ -28,6 +28,7 @@ from frauddetect.config import TRANSACTIONS_TOPIC
 from frauddetect.data import canonical
 from frauddetect.demo import _write_bootstrap
 from frauddetect.local_stack import EmbeddedStack, wait_for
+from frauddetect.model import ModelConfig
 from frauddetect.msk_poller import LocalLambdaContext
 from frauddetect.simulator import simulate_transactions
 from frauddetect.training import train_and_export
@@ -108,7 +109,8 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
     bootstrap = tmp_path / "history.parquet"
     _write_bootstrap(history, START, bootstrap)
     model_dir = tmp_path / "model"
-    train_and_export(history, START, str(model_dir), alerts_per_day=20, train_days=7, val_days=7)
+    train_and_export(history, str(model_dir), deploy_start=START, alerts_per_day=20, train_days=7,
+                     config=ModelConfig(members=1))
 
     # Two busy terminals of the history: their 7- and 30-day windows mix history labels with the verdicts.
     busy = history[history["tx_datetime"] >= pd.Timestamp(START, tz="UTC") - 30 * DAY]["terminal_id"]
