@@ -9,6 +9,10 @@ Client settings: :func:`producer_config` and :func:`consumer_config` build the d
 * ``isolation.level`` = ``read_uncommitted``: what Spark's Kafka source (the Java client) uses, so local
   readers see what the Glue job sees.
 
+Authentication: :func:`auth_settings` is the one switch between PLAINTEXT (``none``: the embedded broker,
+compose Kafka) and Amazon MSK IAM (``msk-iam``: :func:`msk_iam_settings`) for every confluent-kafka client
+of the project; :func:`spark_source_auth_options` says the same to a Spark Kafka source as string options.
+
 Topics: :func:`ensure_topics` creates topics idempotently.
 
 One record, acknowledged or not at all: :func:`produce_confirmed` (request/response producers such as the
@@ -26,13 +30,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 __all__ = [
+    "KAFKA_AUTH_MODES",
     "DeliveryFailed",
+    "KafkaAuth",
+    "auth_settings",
     "consumer_config",
     "end_offsets_via_fetch",
     "ensure_topics",
@@ -40,6 +47,7 @@ __all__ = [
     "msk_iam_settings",
     "produce_confirmed",
     "producer_config",
+    "spark_source_auth_options",
     "topic_partitions",
 ]
 
@@ -79,6 +87,69 @@ def msk_iam_settings(region: str) -> dict[str, Any]:
         return token, expiry_ms / 1000
 
     return {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER", "oauth_cb": oauth_cb}
+
+
+#: How a client authenticates to Kafka: ``none`` (PLAINTEXT) or ``msk-iam`` (SASL/OAUTHBEARER over TLS).
+KafkaAuth = Literal["none", "msk-iam"]
+KAFKA_AUTH_MODES: tuple[str, ...] = get_args(KafkaAuth)
+
+#: Options of the ``kafka_confluent`` Spark source (frauddetect.kafka_source) that carry the auth mode and
+#: region. Strings, because Spark ships source options to other processes as strings: each process builds
+#: its own :func:`auth_settings` (with its oauth callback) from them.
+SOURCE_AUTH_OPTION = "auth"
+SOURCE_AUTH_REGION_OPTION = "authRegion"
+
+#: Spark's own Kafka source (the Java client, on Glue) speaks MSK IAM through the ``aws-msk-iam-auth``
+#: library's SASL mechanism, with the credentials of the process (the Glue job's role).
+SPARK_MSK_IAM_OPTIONS = {
+    "kafka.security.protocol": "SASL_SSL",
+    "kafka.sasl.mechanism": "AWS_MSK_IAM",
+    "kafka.sasl.jaas.config": "software.amazon.msk.auth.iam.IAMLoginModule required;",
+    "kafka.sasl.client.callback.handler.class": "software.amazon.msk.auth.iam.IAMClientCallbackHandler",
+}
+
+
+def auth_settings(auth: str, region: str | None = None) -> dict[str, Any]:
+    """librdkafka settings for an authentication mode, to merge into any client's configuration.
+
+    ``none``: ``{}`` (PLAINTEXT: the embedded broker and compose Kafka speak it). ``msk-iam``:
+    :func:`msk_iam_settings` for ``region``. Every confluent-kafka client of the project takes its security
+    settings from here, so a mode means the same thing for the streaming job's source and sinks and the
+    feedback Lambda.
+
+    With ``msk-iam``, use confluent-kafka >= 2.13: older versions call the token callback only from
+    ``poll()``, so a client whose first call is ``list_topics``/``get_watermark_offsets`` (the source's
+    readers, the sinks' checks) times out waiting for a token.
+
+    :param auth: one of :data:`KAFKA_AUTH_MODES`.
+    :param region: the cluster's AWS region; required for ``msk-iam``.
+    :raises ValueError: for an unknown mode, or ``msk-iam`` without a region.
+    """
+    if auth == "none":
+        return {}
+    if auth == "msk-iam":
+        if not region:
+            raise ValueError("Kafka auth 'msk-iam' needs the cluster's AWS region")
+        return msk_iam_settings(region)
+    raise ValueError(f"unknown Kafka auth {auth!r}: expected one of {', '.join(KAFKA_AUTH_MODES)}")
+
+
+def spark_source_auth_options(source_format: str, auth: str, region: str | None = None) -> dict[str, str]:
+    """Spark Kafka source options that authenticate the source's consumers like :func:`auth_settings`.
+
+    ``kafka_confluent`` (this project's Python source) gets the mode and region as plain options and builds
+    :func:`auth_settings` wherever it opens a consumer; Spark's own ``kafka`` source gets the
+    ``aws-msk-iam-auth`` settings of :data:`SPARK_MSK_IAM_OPTIONS`. ``none`` gives ``{}`` for both, so
+    the local configuration stays as it was.
+
+    :raises ValueError: as :func:`auth_settings` does.
+    """
+    auth_settings(auth, region)  # fail here, on the driver, not in a consumer later
+    if auth == "none":
+        return {}
+    if source_format == "kafka":
+        return dict(SPARK_MSK_IAM_OPTIONS)
+    return {SOURCE_AUTH_OPTION: auth, SOURCE_AUTH_REGION_OPTION: str(region)}
 
 
 class DeliveryFailed(RuntimeError):

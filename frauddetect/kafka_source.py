@@ -46,8 +46,14 @@ Options (names as Spark's Kafka source has them; case-insensitive):
     continue from the earliest available offset.
 ``kafkaConsumer.pollTimeoutMs`` (default 120000)
     How long one planning or read step may wait for records the broker has announced before failing.
+``auth`` (default ``none``) and ``authRegion``
+    ``msk-iam``: every consumer of the source speaks SASL/OAUTHBEARER over TLS with Amazon MSK IAM tokens
+    signed for ``authRegion`` (required then); ``none``: PLAINTEXT. Spark hands options to other processes
+    as strings, so the token callback cannot be an option: each process builds it from these two
+    (:func:`frauddetect.kafka_io.auth_settings`). Spark's own source takes the Java client's settings
+    instead (:func:`frauddetect.kafka_io.spark_source_auth_options` gives both).
 ``kafka.*``
-    Passed to librdkafka without the prefix (security settings, ``kafka.group.id``, ...). These are
+    Passed to librdkafka without the prefix (other security settings, ``kafka.group.id``, ...). These are
     librdkafka property names, which mostly but not always equal the Java client's. As in Spark,
     ``kafka.auto.offset.reset``, ``kafka.enable.auto.commit``, ``kafka.key.deserializer``,
     ``kafka.value.deserializer`` and ``kafka.interceptor.classes`` are rejected. ``includeHeaders=true``
@@ -180,7 +186,9 @@ class KafkaSourceOptions:
     """The source's options, parsed and checked (see the module doc for their meaning).
 
     ``starting_offsets`` is ``"earliest"``, ``"latest"`` or ``{topic: {partition: offset}}`` with Spark's
-    -2/-1 sentinels; ``poll_timeout_s`` is in seconds; ``consumer_overrides`` are librdkafka settings.
+    -2/-1 sentinels; ``poll_timeout_s`` is in seconds; ``consumer_overrides`` are librdkafka settings;
+    ``auth``/``auth_region`` select :func:`frauddetect.kafka_io.auth_settings` (plain strings, so the options
+    pickle to the processes that open consumers).
     """
 
     bootstrap_servers: str
@@ -191,6 +199,8 @@ class KafkaSourceOptions:
     fail_on_data_loss: bool = True
     poll_timeout_s: float = 120.0
     consumer_overrides: dict[str, str] = field(default_factory=dict)
+    auth: str = "none"
+    auth_region: str | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> "KafkaSourceOptions":
@@ -220,6 +230,13 @@ class KafkaSourceOptions:
                     raise ValueError(f"{SOURCE_NAME}: option '{key}' is not supported (the source sets it)")
                 overrides[name] = value
 
+        auth = opts.get(kafka_io.SOURCE_AUTH_OPTION.lower(), "none").strip().lower()
+        auth_region = opts.get(kafka_io.SOURCE_AUTH_REGION_OPTION.lower(), "").strip() or None
+        try:
+            kafka_io.auth_settings(auth, auth_region)
+        except ValueError as exc:
+            raise ValueError(f"{SOURCE_NAME}: options 'auth'/'authRegion': {exc}") from None
+
         cap = _parse_positive_int(opts, "maxOffsetsPerTrigger")
         return cls(
             bootstrap_servers=bootstrap,
@@ -231,10 +248,14 @@ class KafkaSourceOptions:
             fail_on_data_loss=_parse_bool(opts.get("failondataloss", "true"), "failOnDataLoss"),
             poll_timeout_s=(_parse_positive_int(opts, "kafkaConsumer.pollTimeoutMs") or 120_000) / 1000.0,
             consumer_overrides=overrides,
+            auth=auth,
+            auth_region=auth_region,
         )
 
     def consumer_config(self, **extra: Any) -> dict[str, Any]:
-        """librdkafka settings for the source's consumers (no group membership, nothing committed)."""
+        """librdkafka settings for the source's consumers (no group membership, nothing committed), with
+        the security settings of ``auth`` built in this process (every consumer of the source is made
+        from here: the driver's readers and probes and the executors' bounded readers)."""
         return kafka_io.consumer_config(
             self.bootstrap_servers,
             self.consumer_overrides.get("group.id"),
@@ -244,6 +265,7 @@ class KafkaSourceOptions:
                 "auto.offset.reset": "error" if self.fail_on_data_loss else "earliest",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
+                **kafka_io.auth_settings(self.auth, self.auth_region),
                 **self.consumer_overrides,
                 # The reader detects drained partitions by their EOF events.
                 "enable.partition.eof": True,

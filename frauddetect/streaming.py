@@ -15,6 +15,11 @@ crash, because its offsets are checkpointed before the batch runs):
 
 On AWS Glue the source is Spark's own ``format("kafka")`` (MSK); locally it is the Python data source in
 ``frauddetect.kafka_source`` with the same columns, so nothing after the source differs.
+
+Kafka authentication (``--kafka-auth``, :attr:`JobConfig.kafka_auth`): ``none`` (PLAINTEXT, the local
+brokers) or ``msk-iam`` (what the CDK app passes). It reaches every Kafka client the job creates: the source's
+consumers (:meth:`JobConfig.source_options`) and the sinks' producer and consumers
+(:meth:`JobConfig.kafka_client_settings`), both built by :mod:`frauddetect.kafka_io`.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,7 +83,15 @@ class JobConfig(BaseModel):
     max_offsets_per_trigger: int | None = 50_000
     trigger_seconds: float = 0.0
     allowed_lateness_seconds: int = 3_600
-    kafka_options: dict[str, str] = Field(default_factory=dict, description="extra kafka.* source options")
+    kafka_auth: kafka_io.KafkaAuth = Field(
+        default="none",
+        description="Kafka authentication of every client of the job: 'none' (PLAINTEXT: embedded broker, "
+        "compose Kafka) or 'msk-iam' (SASL/OAUTHBEARER over TLS with IAM tokens; the Glue job's)",
+    )
+    kafka_region: str | None = Field(default=None, description="the MSK cluster's AWS region (for msk-iam)")
+    kafka_options: dict[str, str] = Field(
+        default_factory=dict, description="extra source options, applied after the job's own (kafka.* ...)"
+    )
     run_seconds: float | None = Field(default=None, description="stop after this long (None: until SIGTERM)")
 
     @model_validator(mode="after")
@@ -90,7 +105,29 @@ class JobConfig(BaseModel):
                 "with --endpoint-name and no --model-dir there is no model metadata to take the alert threshold "
                 "from: give --threshold, or --model-dir with the deployed model's metadata.json"
             )
+        if self.kafka_auth == "msk-iam" and not self.kafka_region:
+            raise ValueError("--kafka-auth msk-iam needs --kafka-region (the cluster's AWS region)")
         return self
+
+    def kafka_client_settings(self) -> dict[str, Any]:
+        """librdkafka security settings for the Kafka clients the job creates in its own process (the
+        sinks' producer and consumers): :func:`frauddetect.kafka_io.auth_settings` of ``kafka_auth``."""
+        return kafka_io.auth_settings(self.kafka_auth, self.kafka_region)
+
+    def source_options(self) -> dict[str, str]:
+        """The Spark Kafka source's options: bootstrap servers, the two topics, offsets, the cap, the
+        authentication for ``source_format`` (:func:`frauddetect.kafka_io.spark_source_auth_options`),
+        then ``kafka_options``."""
+        options = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "subscribe": f"{TRANSACTIONS_TOPIC},{LABELS_TOPIC}",
+            "startingOffsets": self.starting_offsets,
+        }
+        if self.max_offsets_per_trigger:
+            options["maxOffsetsPerTrigger"] = str(self.max_offsets_per_trigger)
+        options.update(kafka_io.spark_source_auth_options(self.source_format, self.kafka_auth, self.kafka_region))
+        options.update(self.kafka_options)
+        return options
 
 
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -343,7 +380,7 @@ class StreamingJob:
         self.settings = {"allowed_lateness_us": config.allowed_lateness_seconds * 1_000_000}
         self.checkpoints = CheckpointStore(config.checkpoint_uri)
         self.lake = LakeWriter(config.lake_uri)
-        self.sinks = KafkaSinks(config.bootstrap_servers, config.checkpoint_uri)
+        self.sinks = KafkaSinks(config.bootstrap_servers, config.checkpoint_uri, config.kafka_client_settings())
         self.state_batch: int | None = None  # batch id the in-memory state is at (-1 = bootstrap)
         self.state: FeatureState | None = None
         self.progress: dict = {}
@@ -426,8 +463,9 @@ def _max_offsets(records: pd.DataFrame, previous: dict) -> dict:
 
 
 def build_spark(app_name: str = "frauddetect-stream", master: str | None = "local[2]"):
-    """A SparkSession for the local job (UTC session time zone, Arrow, small shuffles). On Glue, use the
-    GlueContext's session instead."""
+    """A SparkSession for the job (UTC session time zone, Arrow, small shuffles). On Glue ``master=None``:
+    Glue's launcher sets the master, and ``glue_jobs/streaming_job.py`` adds a GlueContext on this
+    session's SparkContext."""
     import sys
 
     from pyspark.sql import SparkSession
@@ -458,16 +496,7 @@ def run_job(spark, config: JobConfig, scorer: Scorer, threshold: float) -> None:
 
         register(spark)
     job = StreamingJob(config, scorer, threshold)
-    reader = (
-        spark.readStream.format(config.source_format)
-        .option("kafka.bootstrap.servers", config.bootstrap_servers)
-        .option("subscribe", f"{TRANSACTIONS_TOPIC},{LABELS_TOPIC}")
-        .option("startingOffsets", config.starting_offsets)
-    )
-    if config.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
-    for k, v in config.kafka_options.items():
-        reader = reader.option(k, v)
+    reader = spark.readStream.format(config.source_format).options(**config.source_options())
     _, root = _fs(config.checkpoint_uri)
     spark_ckpt = f"{root}/spark" if "://" not in config.checkpoint_uri else f"{config.checkpoint_uri}/spark"
     query = (
@@ -511,6 +540,12 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     p.add_argument("--endpoint-url", help="InvokeEndpoint address, e.g. a local endpoint http://127.0.0.1:8080")
     p.add_argument("--state-bootstrap", default="lake", help="'lake', a Parquet history file, or 'none'")
     p.add_argument("--source-format", default="kafka_confluent")
+    p.add_argument(
+        "--kafka-auth", choices=kafka_io.KAFKA_AUTH_MODES, default="none",
+        help="'msk-iam' for Amazon MSK IAM access control (SASL/OAUTHBEARER over TLS; the Glue job's), "
+        "'none' for PLAINTEXT (embedded broker, compose Kafka)",
+    )
+    p.add_argument("--kafka-region", help="the MSK cluster's AWS region (required with --kafka-auth msk-iam)")
     p.add_argument("--starting-offsets", default="earliest")
     p.add_argument("--max-offsets-per-trigger", type=int, default=50_000)
     p.add_argument("--trigger-seconds", type=float, default=0.0)
@@ -556,8 +591,16 @@ def build_scorer(config: JobConfig) -> tuple[Scorer, float]:
     return scorer, threshold
 
 
-def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
-    """Entry point of the local job: load the model, start Spark, run until stopped."""
+def main(
+    argv: list[str] | None = None,
+    master: str | None = "local[2]",
+    on_session: Callable[[Any], object] | None = None,
+) -> int:
+    """Entry point of the job: load the model, start Spark, run until stopped.
+
+    :param on_session: called with the SparkSession before the query starts (the Glue entry point creates
+        its GlueContext there).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     config = parse_args(argv)
@@ -570,6 +613,8 @@ def main(argv: list[str] | None = None, master: str | None = "local[2]") -> int:
     log.info("model %s (%s), alert threshold %.4f", scorer.model_version, where, threshold)
     spark = build_spark(master=master)
     spark.sparkContext.setLogLevel("WARN")
+    if on_session is not None:
+        on_session(spark)
     run_job(spark, config, scorer, threshold)
     spark.stop()
     return 0

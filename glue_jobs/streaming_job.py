@@ -2,7 +2,12 @@
 
 Locally (``frauddetect demo`` runs this file): ``python glue_jobs/streaming_job.py --bootstrap-servers ...``.
 On AWS Glue the job arguments arrive in the same ``--name value`` form, plus Glue's own (``--JOB_NAME`` ...)
-which are dropped here; the source there is Spark's ``kafka`` format reading MSK (``--source-format kafka``).
+which are dropped here; the source there is Spark's ``kafka`` format reading MSK (``--source-format kafka``,
+``--kafka-auth msk-iam``).
+
+On Glue a GlueContext is created on the job's SparkContext: Glue publishes its job metrics
+(``glue.driver.*``, which the batch-time alarm watches) only once a script initializes one, and the job
+itself works with plain DataFrames.
 """
 
 import sys
@@ -25,6 +30,9 @@ GLUE_ONLY = {
     "--additional-python-modules",
 }
 
+# Kept referenced for the life of the job (its metrics are the reason it exists).
+_glue_context = None
+
 
 def _job_args(argv: list[str]) -> list[str]:
     out, skip = [], False
@@ -39,6 +47,20 @@ def _job_args(argv: list[str]) -> list[str]:
     return out
 
 
+def start_glue_metrics(spark) -> bool:
+    """Create a GlueContext on ``spark``'s SparkContext when ``awsglue`` is importable (on Glue), so Glue
+    emits its job metrics. Returns whether it did; locally (no ``awsglue``) it does nothing."""
+    global _glue_context
+    try:
+        from awsglue.context import GlueContext
+    except ImportError:
+        return False
+    _glue_context = GlueContext(spark.sparkContext)
+    return True
+
+
 if __name__ == "__main__":
     on_glue = any(a == "--JOB_NAME" for a in sys.argv)
-    raise SystemExit(main(_job_args(sys.argv[1:]), master=None if on_glue else "local[2]"))
+    raise SystemExit(
+        main(_job_args(sys.argv[1:]), master=None if on_glue else "local[2]", on_session=start_glue_metrics)
+    )

@@ -130,12 +130,14 @@ class StreamingJobSettings:
     trigger_seconds: float = 5.0
     allowed_lateness_seconds: int = 3_600
     additional_python_modules: tuple[str, ...] = (
-        "confluent-kafka>=2.6",
+        "confluent-kafka>=2.13",
         "pydantic>=2.7",
         "aws-msk-iam-sasl-signer-python>=1.0",
     )
     """Installed from PyPI when a run starts (through the NAT gateway): what ``frauddetect`` needs beyond
-    what Glue 6.0 ships (pandas, pyarrow, numpy, boto3)."""
+    what Glue 6.0 ships (pandas, pyarrow, numpy, boto3). confluent-kafka 2.13 is the first that fetches
+    MSK IAM tokens on a background thread; before it, the sinks' and the source's first metadata requests
+    time out waiting for a token (``frauddetect.kafka_io.auth_settings``)."""
 
     batch_lag_alarm_seconds: int = 60
     """Alarm when a micro-batch takes longer than this for 3 minutes running."""

@@ -155,6 +155,10 @@ class StreamingJob(Construct):
             # The job's (frauddetect.streaming.parse_args).
             "--bootstrap-servers": kafka.bootstrap_brokers,
             "--source-format": "kafka",
+            # MSK accepts IAM auth over TLS only: every Kafka client of the job (Spark's source, the sinks'
+            # confluent-kafka producer and consumers) authenticates with the role, tokens signed for this region.
+            "--kafka-auth": "msk-iam",
+            "--kafka-region": Aws.REGION,
             "--lake-uri": lake.lake_uri,
             "--checkpoint-uri": self.checkpoint_uri,
             "--endpoint-name": endpoint_name,

@@ -128,16 +128,15 @@ def kafka_overrides() -> dict[str, Any]:
     """Extra librdkafka settings merged over :func:`producer_settings`' defaults: Kafka security.
 
     ``KAFKA_AUTH=msk-iam`` (what the CDK app sets): SASL/OAUTHBEARER over TLS with MSK IAM tokens signed
-    for ``AWS_REGION`` (:func:`frauddetect.kafka_io.msk_iam_settings`); the role needs
+    for ``AWS_REGION`` (:func:`frauddetect.kafka_io.auth_settings`, as in the streaming job); the role needs
     ``kafka-cluster:Connect``, ``WriteDataIdempotently`` on the cluster and ``DescribeTopic``/``WriteData`` on
     the labels topic. Unset or ``none``: PLAINTEXT, which the embedded broker and a local cluster speak.
     """
     auth = os.getenv("KAFKA_AUTH", "none").lower()
-    if auth == "msk-iam":
-        return kafka_io.msk_iam_settings(os.environ["AWS_REGION"])
-    if auth != "none":
-        raise ValueError(f"KAFKA_AUTH={auth!r}: expected 'msk-iam' or 'none'")
-    return {}
+    try:
+        return kafka_io.auth_settings(auth, os.getenv("AWS_REGION"))
+    except ValueError as exc:
+        raise ValueError(f"KAFKA_AUTH={auth!r}: {exc}") from None
 
 
 def producer_settings() -> dict[str, Any]:

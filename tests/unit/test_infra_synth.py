@@ -449,6 +449,10 @@ def test_streaming_job_arguments_are_what_the_job_parses(synth: Synth) -> None:
     assert config.model_dir is None  # scored through the endpoint; no TensorFlow on Glue
     assert config.max_offsets_per_trigger == synth.config.streaming.max_offsets_per_trigger
     assert config.lake_uri.endswith("/lake")
+    # MSK takes IAM over TLS only: the job's every Kafka client must select it, for the stack's region.
+    assert (config.kafka_auth, config.kafka_region) == ("msk-iam", "<AWS::Region>")
+    assert config.source_options()["kafka.sasl.mechanism"] == "AWS_MSK_IAM"  # Spark's source (Java client)
+    assert config.kafka_client_settings()["sasl.mechanism"] == "OAUTHBEARER"  # the sinks' confluent-kafka
 
 
 def _kafka_resources(statements: list[dict], env: str) -> dict[str, set[str]]:
