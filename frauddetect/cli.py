@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, help="the dbt command and its options")
     dbt.set_defaults(func=_cmd_dbt)
 
-    feats = sub.add_parser("features", help="compute the 15 handbook features offline (batch)")
+    feats = sub.add_parser("features", help="compute the model features offline (batch): the handbook's 15 + 4 terminal sequence features")
     feats.add_argument("--input", required=True, help="Parquet/CSV in the handbook's raw schema")
-    feats.add_argument("--output", required=True, help="output Parquet: transaction_id + 15 features")
+    feats.add_argument("--output", required=True, help="output Parquet: transaction_id + the 19 model features")
     feats.add_argument("--start", help="keep rows from this day (features still use earlier history)")
     feats.add_argument("--end", help="keep rows up to this day (inclusive)")
     feats.set_defaults(func=_cmd_features)

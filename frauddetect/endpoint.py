@@ -5,7 +5,7 @@ TensorFlow Serving container, so a request is TF Serving's REST row format and t
 predictions (``../shared/DESIGN.md``, "Model serving")::
 
     POST /endpoints/{EndpointName}/invocations      Content-Type: application/json
-    {"instances": [[15 raw features], ...]}   ->   {"predictions": [[p], ...]}
+    {"instances": [[19 raw features], ...]}   ->   {"predictions": [[p], ...]}
 
 :class:`EndpointScorer` is a :class:`~frauddetect.model.Scorer` like the in-process
 :class:`~frauddetect.model.SavedModelScorer`: same input checks, same output checks, same
@@ -33,14 +33,14 @@ from frauddetect.model import Scorer, ScoringError
 CONTENT_TYPE = "application/json"
 #: InvokeEndpoint's request payload limit for real-time endpoints (6 MB).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-#: A row of 15 float32 features is ~320 bytes of JSON (each value written as the float64 that holds it
-#: exactly), so 4,096 rows are ~1.3 MB: well under the limit, and few enough that one request does not
+#: A row of 19 float32 features is ~400 bytes of JSON (each value written as the float64 that holds it
+#: exactly), so 4,096 rows are ~1.7 MB: well under the limit, and few enough that one request does not
 #: run into the endpoint's 60 s invocation timeout on a small instance.
 DEFAULT_MAX_ROWS_PER_REQUEST = 4_096
 
 
 def encode_instances(features: np.ndarray) -> bytes:
-    """``{"instances": [[...], ...]}`` for float32 rows (m, 15), as compact UTF-8 JSON.
+    """``{"instances": [[...], ...]}`` for float32 rows (m, 19), as compact UTF-8 JSON.
 
     Values go out as the float64 repr of each float32 (``tolist``), which parses back to the identical
     float32 in TF Serving; NaN/inf are refused (ValueError), since JSON cannot carry them.
@@ -74,7 +74,7 @@ def decode_predictions(body: bytes, n_rows: int) -> np.ndarray:
 class EndpointScorer(Scorer):
     """Scores feature batches with a SageMaker real-time endpoint (``sagemaker-runtime InvokeEndpoint``).
 
-    ``score(features (n, 15) raw float or a DataFrame with the feature columns) -> (n,) float32`` in
+    ``score(features (n, 19) raw float or a DataFrame with the feature columns) -> (n,) float32`` in
     [0, 1], row-aligned, as every :class:`~frauddetect.model.Scorer`. Rows are sent in requests of at
     most ``max_rows_per_request`` rows; a request whose JSON would still exceed ``max_payload_bytes``
     (6 MB, InvokeEndpoint's limit) is split in halves before it is sent.

@@ -38,7 +38,7 @@ LABEL_DELAY_DAYS = 7
 CUSTOMER_WINDOWS_DAYS = (1, 7, 30)
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 
-FEATURE_COLUMNS: tuple[str, ...] = (
+HANDBOOK_FEATURE_COLUMNS: tuple[str, ...] = (
     "tx_amount",
     "tx_during_weekend",
     "tx_during_night",
@@ -53,7 +53,33 @@ FEATURE_COLUMNS: tuple[str, ...] = (
         for name in (f"terminal_id_nb_tx_{w}day_window", f"terminal_id_risk_{w}day_window")
     ),
 )
-"""The 15 model inputs, in the order the model takes them (the handbook's ``input_features`` order)."""
+"""The handbook's 15 features, in its ``input_features`` order (golden parity is checked on these)."""
+
+TERMINAL_LAST_K = (1, 3, 5)
+TERMINAL_SEQUENCE_DAYS = 30
+"""How far back (before t - d) the terminal sequence features look; inside the state's retention."""
+
+TERMINAL_SEQUENCE_COLUMNS: tuple[str, ...] = (
+    *(f"terminal_id_fraud_share_last_{k}_tx" for k in TERMINAL_LAST_K),
+    "terminal_id_days_since_known_fraud",
+)
+"""Extra terminal features (this project's, not the handbook's), for rows at time t with label delay d:
+
+- ``terminal_id_fraud_share_last_{k}_tx`` (k = 1, 3, 5): of the terminal's last k transactions with time
+  in (t - d - 30 days, t - d], the share known to be fraudulent (0 when there are none);
+- ``terminal_id_days_since_known_fraud``: days from the terminal's latest known fraud with time in that
+  range to t - d; 30 when there is none.
+
+Why: a compromised terminal turns EVERY later transaction into a fraud, while a fraud on a card that is
+merely passing by (a stolen card, an inflated amount) leaves one fraud among many genuine ones. The
+handbook's window shares mix both (one fraud among seven transactions reads 0.14 either way); "the last
+known transactions were all frauds" and "how recently" tell them apart. Measured on the handbook's
+validation folds (model selection, 2018-07-11): average precision 0.695 -> 0.707 (README "Model").
+"""
+
+FEATURE_COLUMNS: tuple[str, ...] = (*HANDBOOK_FEATURE_COLUMNS, *TERMINAL_SEQUENCE_COLUMNS)
+"""The model inputs, in the order the model takes them: the handbook's 15, then the terminal sequence
+features (19 in all)."""
 
 # The state's columns; `time_us`/`labeled_at_us` are int64 µs since epoch, `tx_fraud` int8 (0 = not known
 # to be fraud), `seq` int64 arrival order (breaks ties in time the way the event order does).
@@ -208,6 +234,74 @@ def terminal_window_features(
     return out
 
 
+def terminal_sequence_features(
+    hist: _Keyed,
+    hist_fraud: np.ndarray,
+    hist_labeled_at: np.ndarray,
+    queries: _Keyed,
+    delay_us: int,
+    horizon_us: int,
+    last_k: tuple[int, ...] = TERMINAL_LAST_K,
+) -> dict[str, np.ndarray]:
+    """The :data:`TERMINAL_SEQUENCE_COLUMNS` for each query row (definitions there).
+
+    ``hist``: every known transaction (terminal code, relative µs time) sorted by (code, t, arrival);
+    ``hist_fraud`` (bool) and ``hist_labeled_at`` (relative µs, when the fraud label became known) in the
+    same order; ``queries``: the rows to featurise (any order), relative µs >= 0. A transaction j is a
+    known fraud for query i iff it is labelled fraud and labeled_at_j <= t_i, as in
+    :func:`terminal_window_features`; only transactions with time in (t_i - d - horizon, t_i - d] count.
+    Returns {column: float64 (m,)}.
+    """
+    m = len(queries.code)
+    latest = max(int(hist.t.max()) if len(hist.t) else 0, int(queries.t.max()) if m else 0)
+    stride = latest + delay_us + horizon_us + 1
+    n_codes = int(max(hist.code.max() if len(hist.code) else 0, queries.code.max() if m else 0)) + 1
+    if n_codes * stride >= _INT63:
+        raise OverflowError("too many terminals in one batch for int64 composite keys; split the batch")
+    hist_key = _composite(hist.code, hist.t, stride)
+    s = queries.t - delay_us  # the newest transaction time whose label may count
+    valid = s >= 0
+    s = np.where(valid, s, 0)
+    hi = np.where(valid, np.searchsorted(hist_key, _composite(queries.code, s, stride), side="right"), 0)
+    oldest = s - horizon_us  # exclusive bound
+    lo = np.where(
+        oldest >= 0,
+        np.searchsorted(hist_key, _composite(queries.code, np.maximum(oldest, 0), stride), side="right"),
+        np.searchsorted(hist_key, _composite(queries.code, 0, stride), side="left"),
+    )
+    lo = np.minimum(lo, hi)
+    out: dict[str, np.ndarray] = {}
+    seen = np.zeros(m)
+    frauds = np.zeros(m)
+    for back in range(1, max(last_k) + 1):
+        idx = hi - back
+        present = idx >= lo
+        safe = np.where(present, idx, 0)
+        seen += present
+        if len(hist_key):
+            frauds += present & hist_fraud[safe] & (hist_labeled_at[safe] <= queries.t)
+        if back in last_k:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"terminal_id_fraud_share_last_{back}_tx"] = np.where(seen > 0, frauds / np.maximum(seen, 1), 0.0)
+
+    # Latest known fraud in range: start from the latest fraud in range, step back over frauds whose label
+    # is not known yet at t_i (late labels; rare, so few rounds).
+    fraud_rows = np.flatnonzero(hist_fraud)
+    pos = np.searchsorted(fraud_rows, hi, side="left") - 1  # last fraud row below hi
+    days = np.full(m, horizon_us / US_PER_DAY)
+    pending = pos >= 0
+    while pending.any():
+        cand = fraud_rows[np.where(pending, pos, 0)]
+        pending &= cand >= lo
+        found = pending & (hist_labeled_at[cand] <= queries.t)
+        days = np.where(found, (s - hist.t[cand]) / US_PER_DAY, days)
+        pending &= ~found
+        pos = pos - 1
+        pending &= pos >= 0
+    out["terminal_id_days_since_known_fraud"] = days
+    return out
+
+
 @dataclass
 class FeatureState:
     """Bounded per-card and per-terminal history that turns micro-batches into the 15 features.
@@ -342,7 +436,7 @@ class FeatureState:
 
         # terminals
         t0 = int(t.min())
-        order_t = np.lexsort((t, term_codes))
+        order_t = np.lexsort((seq_all, t, term_codes))
         hist = _Keyed(term_codes[order_t], t[order_t] - t0)
         fraud = tab["tx_fraud"].to_numpy() == 1
         labeled_at = tab["labeled_at_us"].to_numpy()
@@ -360,6 +454,16 @@ class FeatureState:
             cnt, risk = tw[w]
             out[f"terminal_id_nb_tx_{w_days}day_window"] = cnt
             out[f"terminal_id_risk_{w_days}day_window"] = risk
+        sequence = terminal_sequence_features(
+            hist,
+            fraud[order_t],
+            labeled_at[order_t] - t0,
+            queries,
+            self.label_delay_us,
+            TERMINAL_SEQUENCE_DAYS * US_PER_DAY,
+        )
+        for name, values in sequence.items():
+            out[name] = values
         return out.loc[seqs, list(FEATURE_COLUMNS)].reset_index(drop=True).astype(np.float64)
 
     def to_arrow(self) -> pa.Table:

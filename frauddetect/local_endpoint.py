@@ -8,12 +8,12 @@ endpoint_url="http://127.0.0.1:PORT")`` -- runs unchanged against it::
     POST /invocations                            the model container's own contract (TF Serving REST JSON)
     GET  /ping                                   the container's health check
 
-Request and answer: ``{"instances": [[15 raw features], ...]}`` -> ``{"predictions": [[p], ...]}``.
+Request and answer: ``{"instances": [[19 raw features], ...]}`` -> ``{"predictions": [[p], ...]}``.
 
 Errors, as the two layers produce them on AWS:
 
 * the container (``/invocations``) answers a bad request -- not JSON, no ``instances`` list, an empty
-  batch, rows that are not 15 numbers, NaN/inf -- with 400 and TF Serving's ``{"error": "..."}``, a
+  batch, rows that are not 19 numbers, NaN/inf -- with 400 and TF Serving's ``{"error": "..."}``, a
   content type other than JSON with 415, and a model failure with 500;
 * the SageMaker front (``/endpoints/...``) passes a container error on as HTTP 424 ``ModelError`` with
   ``OriginalStatusCode`` and ``OriginalMessage`` (botocore raises ``ModelError``); an unknown endpoint
@@ -68,7 +68,7 @@ def predict(scorer: Scorer, body: bytes, content_type: str | None) -> tuple[int,
     """The model container's answer to one ``/invocations`` request: (HTTP status, JSON body).
 
     200 with ``{"predictions": [[p], ...]}``; 400 with ``{"error": ...}`` for a body that is not a JSON
-    object with a non-empty ``instances`` list of rows of 15 finite numbers; 415 for a content type other
+    object with a non-empty ``instances`` list of rows of 19 finite numbers; 415 for a content type other
     than JSON; 500 when the model fails.
     """
     if (content_type or "").split(";")[0].strip().lower() != CONTENT_TYPE:

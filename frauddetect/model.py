@@ -1,6 +1,6 @@
 """The fraud model: training, the alert-threshold policy, export for TF Serving / SageMaker, and scorers.
 
-Serving contract (``../shared/DESIGN.md``, "Model serving"): the model takes the 15 RAW features of
+Serving contract (``../shared/DESIGN.md``, "Model serving"): the model takes the 19 RAW features of
 :data:`frauddetect.features.FEATURE_COLUMNS`, in that order, as float32, and returns one fraud probability
 per row. Preprocessing is inside the model (a fixed signed log1p, then a ``keras.layers.Normalization``
 adapted on the training features), so every caller -- the streaming job, the demo, TF Serving, the SageMaker
@@ -16,13 +16,13 @@ Artifacts written by :func:`export_model` into ``model_dir``::
       metadata.json                              feature order, alert threshold, training window,
                                                    metrics, library versions, version
 
-The SavedModel's ``serving_default`` signature takes ``features``: float32 (None, 15) and returns
+The SavedModel's ``serving_default`` signature takes ``features``: float32 (None, 19) and returns
 ``probability``: float32 (None, 1). With one input and one output, TF Serving's REST API answers
-``{"instances": [[15 floats], ...]}`` with ``{"predictions": [[p], ...]}`` (the row format drops the
+``{"instances": [[19 floats], ...]}`` with ``{"predictions": [[p], ...]}`` (the row format drops the
 names of a single input/output), which is what the SageMaker TensorFlow Serving container forwards from
 ``/invocations``.
 
-Scorers share one interface, :class:`Scorer`: ``score(features (n, 15)) -> (n,) float32``. A batch that
+Scorers share one interface, :class:`Scorer`: ``score(features (n, 19)) -> (n,) float32``. A batch that
 cannot be scored raises :class:`ScoringError`; it is never read as "not fraud".
 
 TensorFlow is imported lazily: a process that only scores through a SageMaker endpoint (the Glue job) or
@@ -110,7 +110,7 @@ def limit_tf_threads(intra_op: int = 1, inter_op: int = 1) -> bool:
 
 
 def _training_arrays(features: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a (features (n, 15), labels (n,)) pair for training; returns float32 / float32 arrays."""
+    """Validate a (features (n, 19), labels (n,)) pair for training; returns float32 / float32 arrays."""
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray(labels)
     if x.ndim != 2 or x.shape[1] != N_FEATURES:
@@ -141,7 +141,7 @@ def build_model(
     dropout: float = 0.2,
 ) -> "keras.Model":
     """The (uncompiled) network: signed log1p -> Normalization adapted on ``train_features`` -> dense
-    ReLU layers with dropout -> one sigmoid unit. Takes RAW float32 features (None, 15), returns
+    ReLU layers with dropout -> one sigmoid unit. Takes RAW float32 features (None, 19), returns
     (None, 1) probabilities.
 
     The fixed log transform tames the heavy tails of amounts and transaction counts before the
@@ -190,7 +190,7 @@ def train_model(
 ) -> "keras.Model":
     """Train the feed-forward fraud classifier on raw features.
 
-    ``features``: (n, 15) float, raw values in :data:`FEATURE_COLUMNS` order; ``labels``: (n,) 0/1.
+    ``features``: (n, 19) float, raw values in :data:`FEATURE_COLUMNS` order; ``labels``: (n,) 0/1.
     With ``val_features``/``val_labels`` (same shapes, e.g. a later window), training stops when the
     validation average precision (area under the precision-recall curve, the metric that tracks the
     rare class) has not improved for ``patience`` epochs, and the best epoch's weights are kept;
@@ -198,7 +198,7 @@ def train_model(
     Deterministic for a given ``seed`` and thread configuration (``keras.utils.set_random_seed``); it
     uses TensorFlow's thread pools as configured (cap them first with :func:`limit_tf_threads`).
     About 15 s for 200k rows and 20 epochs on 2 cores.
-    Returns a compiled ``keras.Model``: raw float32 (None, 15) -> (None, 1) probabilities in [0, 1].
+    Returns a compiled ``keras.Model``: raw float32 (None, 19) -> (None, 1) probabilities in [0, 1].
     Raises ValueError on bad shapes, NaN/inf features, non-0/1 labels or a single class.
     """
     import keras
@@ -283,9 +283,9 @@ def train_ensemble(
 ) -> "keras.Model":
     """Train ``config.members`` networks with :func:`train_model` and average their probabilities.
 
-    ``features``: (n, 15) raw float values in :data:`FEATURE_COLUMNS` order; ``labels``: (n,) 0/1.
+    ``features``: (n, 19) raw float values in :data:`FEATURE_COLUMNS` order; ``labels``: (n,) 0/1.
     Member i is trained with seed :func:`member_seed` (seed, i), so the ensemble is deterministic for a
-    seed and thread configuration. Returns ONE ``keras.Model`` (raw float32 (None, 15) -> (None, 1)
+    seed and thread configuration. Returns ONE ``keras.Model`` (raw float32 (None, 19) -> (None, 1)
     mean probability) that :func:`export_model` writes as a single SavedModel: the endpoint does one
     forward pass, not ``members`` calls. About 6 s per member for 67k rows (one handbook week) on 2 cores.
     Raises ValueError as :func:`train_model` does.
@@ -428,7 +428,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_saved_model(model: "keras.Model", path: Path) -> None:
-    """SavedModel with one explicit signature: features float32 (None, 15) -> probability (None, 1)."""
+    """SavedModel with one explicit signature: features float32 (None, 19) -> probability (None, 1)."""
     import keras
     import tensorflow as tf
 
@@ -486,7 +486,7 @@ def export_model(
 ) -> ExportedModel:
     """Export ``model`` for TF Serving and SageMaker, with its metadata; see the module docstring.
 
-    ``model``: a model from :func:`train_model` (raw (None, 15) -> (None, 1)). ``version``: a positive
+    ``model``: a model from :func:`train_model` (raw (None, 19) -> (None, 1)). ``version``: a positive
     integer (TF Serving's version directory name); default: UTC epoch seconds, bumped above existing
     versions in ``model_dir``. ``metadata``: what the caller knows about this model; MUST include
     ``threshold`` (the alert threshold, a probability in [0, 1], see :func:`choose_threshold`); usually
@@ -593,9 +593,9 @@ def load_metadata(model_dir: str | Path) -> dict[str, Any]:
 
 
 def validate_features(features: Any) -> np.ndarray:
-    """Check a batch to score and return it as a C-contiguous float32 array of shape (n, 15).
+    """Check a batch to score and return it as a C-contiguous float32 array of shape (n, 19).
 
-    Accepts an array-like (n, 15) in :data:`FEATURE_COLUMNS` order, or a DataFrame holding those columns
+    Accepts an array-like (n, 19) in :data:`FEATURE_COLUMNS` order, or a DataFrame holding those columns
     (selected by name, so column order and extra columns such as ``transaction_id`` do not matter).
     Raises ScoringError on an empty batch, a wrong shape, missing columns, non-numeric values, or
     NaN/inf (also values that overflow float32).
@@ -637,7 +637,7 @@ class Scorer(ABC):
     max_batch_rows: int = 65_536
 
     def score(self, features: Any) -> np.ndarray:
-        """Fraud probabilities for a batch: features (n, 15) raw float (or a DataFrame with the
+        """Fraud probabilities for a batch: features (n, 19) raw float (or a DataFrame with the
         columns) -> (n,) float32 in [0, 1], row-aligned.
 
         Raises ScoringError on an empty batch, a wrong shape, NaN/inf features, or when the model
@@ -668,7 +668,7 @@ class Scorer(ABC):
 
     @abstractmethod
     def _predict(self, features: np.ndarray) -> np.ndarray:
-        """Backend call: validated float32 (m, 15) -> (m,) or (m, 1) probabilities."""
+        """Backend call: validated float32 (m, 19) -> (m,) or (m, 1) probabilities."""
 
 
 class SavedModelScorer(Scorer):
@@ -680,7 +680,7 @@ class SavedModelScorer(Scorer):
     ``inter_op_threads``: TensorFlow thread pools (see :func:`limit_tf_threads`; only honoured if
     TensorFlow has not started yet in this process).
     Raises FileNotFoundError when there is no such version, ScoringError when the signature is not
-    features float32 (None, 15) -> (None, 1).
+    features float32 (None, 19) -> (None, 1).
     """
 
     def __init__(

@@ -56,7 +56,7 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
 
 
 class Scorer(Protocol):
-    """What the pipeline needs from a model: raw features (n, 15) float32 -> scores (n,) in [0, 1]."""
+    """What the pipeline needs from a model: raw features (n, 19) float32 -> scores (n,) in [0, 1]."""
 
     model_version: str
 

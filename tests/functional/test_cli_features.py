@@ -1,4 +1,4 @@
-"""``frauddetect features`` as a user runs it: CSV in the raw schema -> Parquet of the 15 features."""
+"""``frauddetect features`` as a user runs it: CSV in the raw schema -> Parquet of the 19 model features."""
 
 import subprocess
 import sys

@@ -171,8 +171,8 @@ def _with(value, column="tx_amount", n=3):
     ("batch", "message"),
     [
         (np.empty((0, N_FEATURES)), "empty batch"),
-        (np.ones((4, N_FEATURES - 1)), r"shape \(n, 15\), got \(4, 14\)"),
-        (np.ones(N_FEATURES), r"shape \(n, 15\)"),
+        (np.ones((4, N_FEATURES - 1)), rf"shape \(n, {N_FEATURES}\), got \(4, {N_FEATURES - 1}\)"),
+        (np.ones(N_FEATURES), rf"shape \(n, {N_FEATURES}\)"),
         (_with(np.nan), "NaN/inf features, first at row 1 column 'tx_amount'"),
         (_with(-np.inf, "terminal_id_risk_30day_window"), "column 'terminal_id_risk_30day_window'"),
         (_with(1e300), "NaN/inf"),
@@ -197,7 +197,7 @@ _ROW = [1.0] * N_FEATURES
         (json.dumps({"inputs": [_ROW]}).encode(), 'expected a JSON object {"instances"'),
         (json.dumps([_ROW]).encode(), 'expected a JSON object {"instances"'),
         (json.dumps({"instances": []}).encode(), "empty batch"),
-        (json.dumps({"instances": [_ROW[:-1]]}).encode(), r"shape \(n, 15\), got \(1, 14\)"),
+        (json.dumps({"instances": [_ROW[:-1]]}).encode(), rf"shape \(n, {N_FEATURES}\), got \(1, {N_FEATURES - 1}\)"),
         (json.dumps({"instances": [_ROW, _ROW[:-1]]}).encode(), "not numeric"),
         (json.dumps({"instances": [["a"] * N_FEATURES]}).encode(), "not numeric"),
         (json.dumps({"instances": [[float("nan")] + _ROW[1:]]}).encode(), "NaN/inf features.*'tx_amount'"),
@@ -234,7 +234,7 @@ def test_a_model_error_reaches_the_caller_with_the_models_message_and_is_not_ret
     assert raw.value.response["OriginalStatusCode"] == 400
     assert str(scored.value) == (
         f"endpoint {ENDPOINT}: ModelError after 1 attempt(s): model answered 400: "
-        '{"error": "expected features of shape (n, 15), got (2, 14)"}'
+        f'{{"error": "expected features of shape (n, {N_FEATURES}), got (2, {N_FEATURES - 1})"}}'
     )
     assert gate.requests == 2  # one each: a model's 4xx is an answer, not a transient failure
 

@@ -54,7 +54,7 @@ def _window(times: pd.Series, first_day: str, last_day: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def handbook_slice() -> dict[str, np.ndarray]:
-    """x/y for the training and validation weeks: float32 (n, 15) raw features, int (n,) labels."""
+    """x/y for the training and validation weeks: float32 (n, 19) raw features, int (n,) labels."""
     if not HANDBOOK_TX.exists():
         pytest.skip(f"handbook data not found at {HANDBOOK_TX} (see ../shared/data/handbook/README.md)")
     from frauddetect.data import load_transactions
@@ -141,7 +141,7 @@ def test_training_is_deterministic_for_a_seed(handbook_slice):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda x, y: (x[:, :14], y), r"shape \(n, 15\)"),
+        (lambda x, y: (x[:, :-1], y), rf"shape \(n, {N_FEATURES}\)"),
         (lambda x, y: (np.where(np.arange(len(x))[:, None] == 5, np.nan, x), y), "NaN"),
         (lambda x, y: (x, np.zeros_like(y)), "both classes"),
         (lambda x, y: (x, np.where(y == 1, 2, y)), "only 0 and 1"),
@@ -190,7 +190,7 @@ def test_metadata_records_features_threshold_window_and_versions(exported, train
     assert meta["libraries"]["tensorflow"] == tf.__version__
     assert meta["libraries"]["keras"] == keras.__version__
     assert meta["serving"]["signature"] == "serving_default"
-    assert meta["serving"]["input"] == {"name": "features", "dtype": "float32", "shape": [None, 15]}
+    assert meta["serving"]["input"] == {"name": "features", "dtype": "float32", "shape": [None, N_FEATURES]}
     assert pd.Timestamp(meta["created_at"]).tzinfo is not None
 
 
@@ -283,7 +283,7 @@ def test_archive_scores_identically_in_a_fresh_process(exported, scorer, trained
 
 
 def test_scorer_selects_feature_frame_columns_by_name(scorer, handbook_slice):
-    frame = handbook_slice["valid_frame"].iloc[:100]  # transaction_id + the 15 features
+    frame = handbook_slice["valid_frame"].iloc[:100]  # transaction_id + the 19 model features
     shuffled = frame[["transaction_id", *reversed(FEATURE_COLUMNS)]]
     expected = scorer.score(handbook_slice["x_valid"][:100])
     np.testing.assert_array_equal(scorer.score(shuffled), expected)
@@ -302,8 +302,8 @@ def _row(**overrides) -> np.ndarray:
     ("batch", "message"),
     [
         (np.empty((0, N_FEATURES), dtype=np.float32), "empty batch"),
-        (np.ones((4, N_FEATURES - 1), dtype=np.float32), r"shape \(n, 15\)"),
-        (np.ones(N_FEATURES, dtype=np.float32), r"shape \(n, 15\)"),
+        (np.ones((4, N_FEATURES - 1), dtype=np.float32), rf"shape \(n, {N_FEATURES}\)"),
+        (np.ones(N_FEATURES, dtype=np.float32), rf"shape \(n, {N_FEATURES}\)"),
         (_row(tx_amount=np.nan), "NaN/inf.*row 1 column 'tx_amount'"),
         (_row(customer_id_nb_tx_1day_window=np.inf), "NaN/inf"),
         (_row(tx_amount=1e300), "NaN/inf"),  # finite in float64, inf as the float32 the model takes

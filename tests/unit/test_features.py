@@ -6,8 +6,10 @@ import pytest
 
 from frauddetect.features import (
     FEATURE_COLUMNS,
+    HANDBOOK_FEATURE_COLUMNS,
     FeatureState,
     calendar_features,
+    labels_from_ground_truth,
     offline_features,
     state_input,
     to_epoch_us,
@@ -26,16 +28,22 @@ def frame(rows):
     ).astype({"tx_amount": float})
 
 
-def test_feature_columns_are_the_handbook_fifteen_in_order():
-    assert len(FEATURE_COLUMNS) == 15
-    assert FEATURE_COLUMNS[:5] == (
+def test_model_features_are_the_handbook_fifteen_in_order_then_the_terminal_sequence_features():
+    assert FEATURE_COLUMNS[:15] == HANDBOOK_FEATURE_COLUMNS and len(FEATURE_COLUMNS) == 19
+    assert FEATURE_COLUMNS[15:] == (
+        "terminal_id_fraud_share_last_1_tx",
+        "terminal_id_fraud_share_last_3_tx",
+        "terminal_id_fraud_share_last_5_tx",
+        "terminal_id_days_since_known_fraud",
+    )
+    assert HANDBOOK_FEATURE_COLUMNS[:5] == (
         "tx_amount",
         "tx_during_weekend",
         "tx_during_night",
         "customer_id_nb_tx_1day_window",
         "customer_id_avg_amount_1day_window",
     )
-    assert FEATURE_COLUMNS[-1] == "terminal_id_risk_30day_window"
+    assert HANDBOOK_FEATURE_COLUMNS[-1] == "terminal_id_risk_30day_window"
 
 
 def test_calendar_features_weekend_and_night_boundaries():
@@ -148,3 +156,63 @@ def test_state_round_trips_through_arrow():
     back = FeatureState.from_arrow(state.to_arrow())
     assert back.watermark_us == state.watermark_us and back.next_seq == 2
     pd.testing.assert_frame_equal(back.table, state.table)
+
+
+def _terminal_history(*, late_label: bool = False):
+    """Terminal t1's transactions before a query row q at T0 (label delay 7 days, so t - d = T0 - 7 d).
+
+    Relative to T0 - 7 d: a 31 days before (outside the 30-day look-back), b 20 days before (fraud),
+    c 3 days before (genuine), d 2 days before (fraud), e 1 day before (genuine), f 1 hour AFTER t - d
+    (fraud, but not known yet: younger than the delay), and q itself at T0.
+    """
+    edge = T0 - 7 * DAY
+    rows = [
+        ("a", edge - 31 * DAY, "c1", "t1", 10, 1),
+        ("b", edge - 20 * DAY, "c2", "t1", 10, 1),
+        ("c", edge - 3 * DAY, "c3", "t1", 10, 0),
+        ("d", edge - 2 * DAY, "c4", "t1", 10, 1),
+        ("e", edge - 1 * DAY, "c5", "t1", 10, 0),
+        ("f", edge + pd.Timedelta(hours=1), "c6", "t1", 10, 1),
+        ("q", T0, "c7", "t1", 10, 0),
+        ("z", T0, "c8", "t2", 10, 0),  # a terminal without history
+    ]
+    tx = frame(rows)
+    labels = labels_from_ground_truth(tx)
+    if late_label:  # d's fraud label arrives 2 days after T0: unknown when q is scored
+        labels.loc[labels["transaction_id"] == "d", "labeled_at_us"] = to_epoch_us(pd.Series([T0 + 2 * DAY]))[0]
+    return tx, labels
+
+
+def test_terminal_sequence_features_by_hand():
+    tx, labels = _terminal_history()
+    f = offline_features(tx, labels).set_index("transaction_id")
+    # last transactions up to t - d, newest first: e (genuine), d (fraud), c (genuine), b (fraud); a is
+    # older than 30 days, f younger than the delay
+    assert f.loc["q", "terminal_id_fraud_share_last_1_tx"] == 0.0
+    assert f.loc["q", "terminal_id_fraud_share_last_3_tx"] == pytest.approx(1 / 3)
+    assert f.loc["q", "terminal_id_fraud_share_last_5_tx"] == pytest.approx(2 / 4)  # only 4 in range
+    assert f.loc["q", "terminal_id_days_since_known_fraud"] == pytest.approx(2.0)  # d
+    assert f.loc["z", ["terminal_id_fraud_share_last_1_tx", "terminal_id_fraud_share_last_5_tx"]].tolist() == [0, 0]
+    assert f.loc["z", "terminal_id_days_since_known_fraud"] == 30.0  # none in 30 days
+
+
+def test_terminal_sequence_features_use_a_late_label_only_once_it_has_arrived():
+    tx, labels = _terminal_history(late_label=True)
+    f = offline_features(tx, labels).set_index("transaction_id")
+    assert f.loc["q", "terminal_id_fraud_share_last_3_tx"] == 0.0  # e, d (label not in yet), c
+    assert f.loc["q", "terminal_id_fraud_share_last_5_tx"] == pytest.approx(1 / 4)  # b only
+    assert f.loc["q", "terminal_id_days_since_known_fraud"] == pytest.approx(20.0)  # steps back to b
+
+
+def test_terminal_sequence_features_streamed_equal_offline():
+    tx, labels = _terminal_history(late_label=True)
+    offline = offline_features(tx, labels).set_index("transaction_id")
+    state = FeatureState()
+    rows = state_input(tx)
+    for i in range(len(tx)):  # one transaction per micro-batch, labels applied as their time comes
+        seq = state.add_transactions(rows.iloc[[i]])
+        now = rows["time_us"].iloc[i]
+        state.apply_labels(labels[(labels["labeled_at_us"] <= now) & (labels["tx_fraud"] == 1)])
+        got = state.features_for(seq).iloc[0]
+        np.testing.assert_allclose(got[list(FEATURE_COLUMNS)].to_numpy(dtype=float),
+                                   offline.loc[tx["transaction_id"].iloc[i], list(FEATURE_COLUMNS)].to_numpy(dtype=float))
