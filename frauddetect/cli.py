@@ -75,7 +75,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def _model_config(args: argparse.Namespace):
     from frauddetect.model import ModelConfig
 
-    return ModelConfig(members=args.members, epochs=args.epochs)
+    return ModelConfig(extra_history_days=tuple(args.extra_history_days), epochs=args.epochs)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     tx = load_transactions(args.input)
-    on_fold = lambda row: console.print(  # noqa: E731 - progress line per fold
+    on_fold = lambda row: console.print(
         f"fold {row['fold']} (training from {row['train_start']}, {row['train_seconds']:.0f} s): "
         f"AUC {row['auc_roc']:.3f}  AP {row['average_precision']:.3f}  CP@100 {row['card_precision@100']:.3f}")
     estimate = prequential_estimate(tx, args.test_start, n_folds=args.folds, seed=args.seed,
@@ -134,8 +134,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from frauddetect.model import ModelConfig
+
     parser.add_argument("--seed", type=int, default=0, help="random seed (member i of the ensemble: 1000 seed + i)")
-    parser.add_argument("--members", type=int, default=5, help="networks in the ensemble (default 5)")
+    parser.add_argument("--extra-history-days", type=int, nargs="+", default=list(ModelConfig().extra_history_days),
+                        metavar="DAYS", help="one value per network of the ensemble: labelled days before the "
+                                             "training window it also learns from (default: 0 0 14 14)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs per network (default 20)")
 
 

@@ -110,6 +110,39 @@ def _rows_in(times: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> np.nda
     return ((times >= start) & (times < end)).to_numpy()
 
 
+def member_training_sets(
+    features: pd.DataFrame,
+    labels: pd.Series,
+    times: pd.Series,
+    train_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    config: ModelConfig,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each ensemble member's training rows: time in [train_start - extra_history_days[i], train_end).
+
+    ``features`` (n, >= 19 columns incl. :data:`FEATURE_COLUMNS`), ``labels`` (n,) 0/1 and ``times`` (n,)
+    UTC share one index. Returns [(float32 (n_i, 19), int (n_i,))] in member order. Logs a warning when a
+    member's look-back starts before the first transaction given (it then learns from fewer days).
+    Raises ValueError when a member's rows hold no fraud (nothing to learn from).
+    """
+    x = features[list(FEATURE_COLUMNS)].to_numpy(np.float32)
+    y = labels.to_numpy()
+    first = times.min() if len(times) else None
+    out = []
+    for i, extra in enumerate(config.extra_history_days):
+        start = train_start - extra * DAY
+        if first is not None and start < first.floor("D"):
+            log.warning("member %d: look-back from %s, but the data starts %s", i, start.date(), first)
+        rows = _rows_in(times, start, train_end)
+        if rows.sum() == 0 or y[rows].sum() == 0:
+            raise ValueError(
+                f"training window {start.date()}..{(train_end - DAY).date()} has {rows.sum()} rows and "
+                f"{y[rows].sum()} frauds: need both"
+            )
+        out.append((x[rows], y[rows]))
+    return out
+
+
 def train_and_export(
     tx: pd.DataFrame,
     model_dir: str,
@@ -149,9 +182,11 @@ def train_and_export(
             f"training window {windows.train_start.date()}..{(windows.train_end - DAY).date()} has "
             f"{train.sum()} rows and {y[train].sum()} frauds: need both"
         )
-    began = time.perf_counter()
     config = config or ModelConfig()
-    model = train_ensemble(x[train], y[train], config=config, seed=seed)
+    member_data = member_training_sets(feats, history["tx_fraud"], times, windows.train_start, windows.train_end,
+                                       config)
+    began = time.perf_counter()
+    model = train_ensemble(member_data, config=config, seed=seed)
     train_seconds = time.perf_counter() - began
     val_scores = model.predict(x[val], batch_size=65536, verbose=0).reshape(-1)
     threshold = choose_threshold(val_scores, days=delay_days, alerts_per_day=alerts_per_day)
@@ -171,11 +206,12 @@ def train_and_export(
             "deploy_start": windows.deploy_start,
             "label_delay_days": delay_days,
             "preprocessing": "signed log1p, then standardisation adapted on the training window (in the graph)",
-            "model": {**asdict(config), "architecture": "mean of feed-forward networks"},
+            "model": {**asdict(config), "members": config.members, "architecture": "mean of feed-forward networks"},
             "metrics": metrics,
             "seed": seed,
             "train_rows": int(train.sum()),
             "train_frauds": int(y[train].sum()),
+            "member_train_rows": [len(m[1]) for m in member_data],
             "train_seconds": round(train_seconds, 1),
         },
     )
@@ -231,19 +267,22 @@ def prequential_estimate(
     ``start_date_training_for_test``, 2018-08-15 for its published table); fold f trains on the
     ``train_days`` from ``test_start - 7 f`` days and is tested on the 7 days after the ``delay_days``
     label delay, with known compromised cards removed
-    (:func:`frauddetect.evaluation.train_test_split_delayed`). ``on_fold(row dict)`` is called after
-    each fold (progress). Raises ValueError on a fold without training rows.
+    (:func:`frauddetect.evaluation.train_test_split_delayed`): the test rows are exactly the handbook's.
+    Members with ``config.extra_history_days`` also learn from labelled days before the fold's training
+    week (known at that point too; nothing after the training week is used), so ``tx`` must reach back
+    that much further. ``on_fold(row dict)`` is called after each fold (progress). Raises ValueError on a
+    fold without training rows or frauds.
     """
     config = config or ModelConfig()
     feats = offline_features(tx).drop(columns=["transaction_id", "tx_amount"])
     frame = pd.concat([tx, feats], axis=1)
     rows, predictions = [], []
     for fold, start in enumerate(prequential_fold_starts(test_start, n_folds)):
-        train, test = train_test_split_delayed(frame, start, train_days, delay_days, 7)
+        _, test = train_test_split_delayed(frame, start, train_days, delay_days, 7)
+        member_data = member_training_sets(frame, frame["tx_fraud"], frame["tx_datetime"], start,
+                                           start + train_days * DAY, config)
         began = time.perf_counter()
-        model = train_ensemble(
-            train[list(FEATURE_COLUMNS)].to_numpy(np.float32), train["tx_fraud"].to_numpy(), config=config, seed=seed
-        )
+        model = train_ensemble(member_data, config=config, seed=seed)
         seconds = time.perf_counter() - began
         scores = model.predict(test[list(FEATURE_COLUMNS)].to_numpy(np.float32), batch_size=65536, verbose=0)
         scored = test.assign(score=scores.reshape(-1).astype(np.float64))

@@ -72,7 +72,7 @@ def test_three_sigkills_lose_nothing_and_duplicate_nothing(tmp_path):
     _write_bootstrap(history, START, bootstrap)
     model_dir = tmp_path / "model"
     train_and_export(history, str(model_dir), deploy_start=START, alerts_per_day=20, train_days=10,
-                     config=ModelConfig(members=1))
+                     config=ModelConfig(extra_history_days=(0,)))
     plan = plan_replay(raw, START, END)
     rng = random.Random(20261129)
 

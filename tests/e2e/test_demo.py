@@ -15,7 +15,12 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-from frauddetect.features import FEATURE_COLUMNS
+from frauddetect.data import load_transactions
+from frauddetect.features import (
+    FEATURE_COLUMNS,
+    HANDBOOK_FEATURE_COLUMNS,
+    offline_features,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -98,9 +103,21 @@ def test_streamed_features_equal_the_handbook_golden_rows(demo_run):
     scored = lake_table(workdir, "scored_transactions")
     both = scored.merge(golden, on="transaction_id")
     assert len(both) == len(scored)  # every streamed (valid) row of these days has a golden row
-    for col in FEATURE_COLUMNS:
+    for col in HANDBOOK_FEATURE_COLUMNS:
         np.testing.assert_allclose(both[col].to_numpy(), both[col.upper()].to_numpy(dtype=float), atol=1e-6,
                                    err_msg=col)
+
+
+def test_streamed_terminal_sequence_features_equal_the_offline_ones(demo_run):
+    """The project's own features (not in the handbook's file) against the offline path on the same rows."""
+    _, workdir, _ = demo_run
+    tx = load_transactions(HANDBOOK / "transactions.parquet", start="2018-06-15", end=END)
+    offline = offline_features(tx).set_index("transaction_id")
+    scored = lake_table(workdir, "scored_transactions").set_index("transaction_id")
+    extra = [c for c in FEATURE_COLUMNS if c not in HANDBOOK_FEATURE_COLUMNS]
+    assert len(extra) == 4 and len(scored) > 18_000
+    np.testing.assert_allclose(scored[extra].to_numpy(), offline.loc[scored.index, extra].to_numpy(), atol=1e-9)
+    assert (scored["terminal_id_days_since_known_fraud"] < 30).sum() > 100  # the features do carry signal
 
 
 def test_summary_reports_quality_and_speed(demo_run):

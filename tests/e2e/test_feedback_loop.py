@@ -110,7 +110,7 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
     _write_bootstrap(history, START, bootstrap)
     model_dir = tmp_path / "model"
     train_and_export(history, str(model_dir), deploy_start=START, alerts_per_day=20, train_days=7,
-                     config=ModelConfig(members=1))
+                     config=ModelConfig(extra_history_days=(0,)))
 
     # Two busy terminals of the history: their 7- and 30-day windows mix history labels with the verdicts.
     busy = history[history["tx_datetime"] >= pd.Timestamp(START, tz="UTC") - 30 * DAY]["terminal_id"]

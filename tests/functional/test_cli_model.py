@@ -47,7 +47,7 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_evaluate_scores_exactly_the_protocol_test_rows(handbook_input, tmp_path):
     out = tmp_path / "predictions.parquet"
     proc = _cli("evaluate", "--input", str(handbook_input), "--test-start", "2018-07-11", "--folds", "1",
-                "--members", "1", "--epochs", "3", "--predictions-out", str(out), "--json")
+                "--extra-history-days", "0", "--epochs", "3", "--predictions-out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     fold = report["per_fold"][0]
@@ -73,7 +73,7 @@ def test_evaluate_scores_exactly_the_protocol_test_rows(handbook_input, tmp_path
 def test_train_exports_a_model_that_scores_raw_features(handbook_input, tmp_path):
     model_dir = tmp_path / "model"
     proc = _cli("train", "--input", str(handbook_input), "--train-start", "2018-07-11", "--model-dir",
-                str(model_dir), "--members", "2", "--epochs", "2", "--alerts-per-day", "50", "--json")
+                str(model_dir), "--extra-history-days", "0", "7", "--epochs", "2", "--alerts-per-day", "50", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     meta = load_metadata(model_dir)
@@ -83,7 +83,9 @@ def test_train_exports_a_model_that_scores_raw_features(handbook_input, tmp_path
     assert meta["feature_columns"] == list(FEATURE_COLUMNS)
     assert meta["training_window"] == {"start": "2018-07-11T00:00:00+00:00", "end": "2018-07-18T00:00:00+00:00"}
     assert meta["validation_window"]["end"] == meta["deploy_start"] == "2018-07-25T00:00:00+00:00"
-    assert meta["model"]["members"] == 2 and meta["model"]["epochs"] == 2
+    assert meta["model"]["extra_history_days"] == [0, 7] and meta["model"]["epochs"] == 2
+    # member 1 also learned from the 7 days before the training window: 07-04..07-17
+    assert meta["member_train_rows"][1] > 1.9 * meta["member_train_rows"][0] > 0
     assert meta["libraries"]["tensorflow"] and meta["threshold"] == result["threshold"]
 
     # The threshold spends the budget on the 7 label-delay days: 50 a day -> 350 alerts there.
@@ -98,6 +100,6 @@ def test_train_exports_a_model_that_scores_raw_features(handbook_input, tmp_path
 
 def test_train_refuses_a_window_outside_the_input(handbook_input, tmp_path):
     proc = _cli("train", "--input", str(handbook_input), "--train-start", "2018-09-01", "--model-dir",
-                str(tmp_path / "m"), "--members", "1", "--epochs", "1")
+                str(tmp_path / "m"), "--extra-history-days", "0", "--epochs", "1")
     assert proc.returncode == 2
     assert "training window 2018-09-01..2018-09-07 has 0 rows" in proc.stderr
