@@ -16,6 +16,11 @@ from frauddetect.model import ModelConfig
 from frauddetect.training import train_and_export
 
 
+def _days(tokens: list[str]) -> tuple[int, ...]:
+    """["0,0,14,14"] or ["0 0", "14", "14"] -> (0, 0, 14, 14); ValueError on a non-integer."""
+    return tuple(int(v) for token in tokens for v in token.replace(",", " ").split())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="frauddetect SageMaker training")
     when = p.add_mutually_exclusive_group(required=True)
@@ -25,7 +30,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-days", type=int, default=7)
     p.add_argument("--alerts-per-day", type=float, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--extra-history-days", type=int, nargs="+", default=list(ModelConfig().extra_history_days))
+    # SageMaker passes each hyperparameter as ONE string ("0,0,14,14" or "0 0 14 14"); a shell user may
+    # pass several tokens. Both parse.
+    p.add_argument("--extra-history-days", nargs="+", default=[str(d) for d in ModelConfig().extra_history_days],
+                   help="per ensemble member: labelled days before the training window it also learns from")
     p.add_argument("--epochs", type=int, default=ModelConfig().epochs)
     p.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data"))
     p.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
@@ -36,7 +44,7 @@ def main(argv=None) -> int:
     tx = pd.concat([canonical(read_raw(f)) for f in files], ignore_index=True)
     result = train_and_export(tx, a.model_dir, train_start=a.train_start, deploy_start=a.deploy_start,
                               train_days=a.train_days, alerts_per_day=a.alerts_per_day, seed=a.seed,
-                              config=ModelConfig(extra_history_days=tuple(a.extra_history_days), epochs=a.epochs))
+                              config=ModelConfig(extra_history_days=_days(a.extra_history_days), epochs=a.epochs))
     # SageMaker tars SM_MODEL_DIR into the job's own model.tar.gz, whose layout then equals this archive's
     # (<version>/..., metadata.json); keeping ours inside would ship the model twice.
     result.exported.archive_path.unlink()
