@@ -90,6 +90,20 @@ class BatchResult:
     labels: pd.DataFrame
     counts: BatchCounts = field(default_factory=BatchCounts)
 
+    def lake_frames(self) -> dict[str, pd.DataFrame]:
+        """What the job writes to each lake table, each frame with its ``event_date`` partition column; the
+        ``alerts`` table holds the alert payloads as they are, by the date of ``tx_datetime``. Empty frames
+        are not written. Column types follow the catalog (``dbt/models/staging/_sources.yml``)."""
+        alerts = pd.DataFrame(self.alerts)
+        if len(alerts):
+            alerts["event_date"] = alerts["tx_datetime"].str.slice(0, 10)
+        return {
+            "scored_transactions": self.scored,
+            "labels": self.labels,
+            "quarantine": self.quarantine,
+            "alerts": alerts,
+        }
+
 
 def _iso(us: np.ndarray | int) -> np.ndarray:
     return np.datetime_as_string(np.asarray(us, dtype="datetime64[us]"), unit="us", timezone="UTC")
@@ -217,6 +231,8 @@ class MicroBatchProcessor:
         self.state.evict()
 
         q = pd.DataFrame(quarantine, columns=[c for c in QUARANTINE_COLUMNS if c != "event_date"])
+        q["kafka_partition"] = q["kafka_partition"].astype(np.int32)  # `int` in the catalog, as in scored
+        q["kafka_offset"] = q["kafka_offset"].astype(np.int64)
         q["quarantined_at"] = pd.to_datetime(q["quarantined_at"].astype(np.int64), unit="us", utc=True)
         q["event_date"] = q["quarantined_at"].dt.strftime("%Y-%m-%d")
         counts.scored = len(scored)

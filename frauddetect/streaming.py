@@ -416,13 +416,8 @@ class StreamingJob:
             allowed_lateness_us=self.settings["allowed_lateness_us"],
         )
         result = processor.process(records)
-        self.lake.write("scored_transactions", result.scored, batch_id)
-        self.lake.write("labels", result.labels, batch_id)
-        self.lake.write("quarantine", result.quarantine, batch_id)
-        if result.alerts:
-            alerts = pd.DataFrame(result.alerts)
-            alerts["event_date"] = alerts["tx_datetime"].str.slice(0, 10)
-            self.lake.write("alerts", alerts, batch_id)
+        for table, frame in result.lake_frames().items():
+            self.lake.write(table, frame, batch_id)
         self.sinks.publish(batch_id, result)
         totals = BatchCounts(**progress.get("counts", {})).add(result.counts)
         last_scored = (
