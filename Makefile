@@ -52,8 +52,11 @@ lambda-deps: install
 		"confluent-kafka>=2.6,<3" "aws-msk-iam-sasl-signer-python>=1.0,<2"
 
 ENV ?= dev
-synth: install  ## one environment's templates into cdk.out, offline, cdk-nag on every stack: make synth ENV=prod
-	CDK_CONTEXT_JSON='{"env":"$(ENV)"}' $(PY) app.py
+# The model's alert threshold (metadata.json "threshold"); prod refuses to synth without it (infra/config.py).
+THRESHOLD ?=
+comma := ,
+synth: install  ## one environment's templates into cdk.out, offline, cdk-nag: make synth ENV=prod THRESHOLD=0.42
+	CDK_CONTEXT_JSON='{"env":"$(ENV)"$(if $(THRESHOLD),$(comma)"alert_threshold":"$(THRESHOLD)")}' $(PY) app.py
 
 clean:
 	rm -rf runs spark-warehouse metastore_db derby.log

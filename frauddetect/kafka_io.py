@@ -35,6 +35,8 @@ from typing import Any, Literal, get_args
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from frauddetect.config import JOB_GROUP_PREFIX
+
 __all__ = [
     "KAFKA_AUTH_MODES",
     "DeliveryFailed",
@@ -208,14 +210,15 @@ def consumer_config(bootstrap: str, group_id: str | None = None, **overrides: An
     ``KafkaError._PARTITION_EOF`` event each time a partition is drained).
 
     :param bootstrap: ``host:port[,host:port...]``.
-    :param group_id: consumer group. ``None`` gives a unique throw-away group and turns offset commits off:
+    :param group_id: consumer group. ``None`` gives a unique throw-away group (``frauddetect-job-<random>``,
+        :data:`~frauddetect.config.JOB_GROUP_PREFIX`) and turns offset commits off:
         for readers that ``assign()`` partitions themselves (librdkafka requires a ``group.id`` even then).
     :param overrides: librdkafka settings, passed as ``**{"max.poll.interval.ms": 600000}``.
     :returns: a new dict.
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
-        "group.id": group_id or f"frauddetect-{uuid.uuid4().hex[:12]}",
+        "group.id": group_id or f"{JOB_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 10,
         "isolation.level": "read_uncommitted",

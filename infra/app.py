@@ -47,6 +47,10 @@ def build_app(
         outdir: cloud assembly directory. Default: the CLI's choice (``CDK_OUTDIR``), else ``cdk.out`` in
             the repository root (run directly, ``App`` would otherwise write to a temporary directory).
         config: settings to use instead of the context's environment (tests try variants with it).
+
+    Raises:
+        ValueError: a production environment without an alert threshold (:meth:`EnvironmentConfig.alert_threshold`),
+            or an invalid ``-c alert_threshold``.
     """
     app, _ = build_app_with_stacks(context=context, outdir=outdir, config=config)
     return app
@@ -62,7 +66,7 @@ def build_app_with_stacks(
     if outdir is None and not os.environ.get("CDK_OUTDIR"):
         outdir = str(REPO_ROOT / "cdk.out")
     app = App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
-    config = config or get_config(app.node.try_get_context("env"))
+    config = (config or get_config(app.node.try_get_context("env"))).with_context(app.node.try_get_context)
     stacks = add_environment(app, config=config, env=aws_environment())
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, stacks

@@ -12,8 +12,10 @@ Settings are grouped by concern (one frozen dataclass per construct); an environ
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from aws_cdk import Environment, RemovalPolicy
 from aws_cdk import aws_logs as logs
@@ -27,6 +29,10 @@ from frauddetect.config import (
 
 PROJECT = "frauddetect"
 STACK_NAME_PREFIX = "FraudDetect"
+PLACEHOLDER_ALERT_THRESHOLD = 0.5
+"""The job's threshold where none is set and the environment is not production (a synth warning says so)."""
+ALERT_THRESHOLD_CONTEXT = "alert_threshold"
+"""Context key overriding ``ModelSettings.alert_threshold``: ``cdk deploy -c alert_threshold=0.42``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +110,9 @@ class LakeSettings:
     """Days after which lake objects move to S3 Intelligent-Tiering (``None``: stay in Standard)."""
 
     expiration_days: int | None
-    """Days after which current lake objects expire (``None``: kept; dev keeps the lake small)."""
+    """Days after which current lake objects expire (``None``: kept; dev keeps the lake small). At least
+    the job's state look-back (``FeatureState.retention_us``, 37 days, +1 day of partitions): a restart with
+    ``--state-bootstrap lake`` rebuilds its feature state from that much history."""
 
     access_log_days: int = 90
     athena_results_days: int = 30
@@ -161,9 +169,12 @@ class ModelSettings:
     model_data_key: str = "models/fraud/model.tar.gz"
     """Key of the model artifact in the artifacts bucket (``frauddetect train`` writes ``model.tar.gz``)."""
 
-    alert_threshold: float = 0.5
-    """The job's alert threshold (``--threshold``). Set it to the deployed model's ``metadata.json``
-    ``threshold``: the Glue job scores through the endpoint and cannot read the metadata from the tarball."""
+    alert_threshold: float | None = None
+    """The job's alert threshold (``--threshold``): the deployed model's ``metadata.json`` ``threshold``
+    (written by ``frauddetect train``); the Glue job scores through the endpoint and cannot read it from the
+    tarball. Set it here or per synth with ``-c alert_threshold=<value>`` (the context wins). Unset, a
+    production environment refuses to synthesize; others use :data:`PLACEHOLDER_ALERT_THRESHOLD` with a
+    synth warning (:meth:`EnvironmentConfig.alert_threshold`)."""
 
     data_capture_percent: int = 100
     latency_alarm_ms: int = 500
@@ -227,6 +238,9 @@ class EnvironmentConfig:
     termination_protection: bool
     """CloudFormation stack termination protection (and DynamoDB deletion protection)."""
 
+    production: bool
+    """Refuse placeholders: synthesis fails unless ``model.alert_threshold`` is set."""
+
     log_retention: logs.RetentionDays
     """CloudWatch Logs retention of every log group the app creates."""
 
@@ -240,6 +254,43 @@ class EnvironmentConfig:
 
     powertools_layer_version: int = 27
     """Version of the public Powertools for AWS Lambda (Python) v3 layer (docs.powertools.aws.dev)."""
+
+    def alert_threshold(self) -> float:
+        """The streaming job's ``--threshold``: ``model.alert_threshold``, else the placeholder outside
+        production.
+
+        Raises:
+            ValueError: unset in a production environment (the message says where the value comes from).
+        """
+        if self.model.alert_threshold is not None:
+            return self.model.alert_threshold
+        if self.production:
+            raise ValueError(
+                f"{self.name}: ModelSettings.alert_threshold is not set. Use the `threshold` from the deployed "
+                "model's metadata.json (written by `frauddetect train` next to model.tar.gz): set it in "
+                f"infra/config.py (ENVIRONMENTS[{self.name!r}].model) or pass -c {ALERT_THRESHOLD_CONTEXT}=<value>."
+            )
+        return PLACEHOLDER_ALERT_THRESHOLD
+
+    def with_context(self, context: Callable[[str], Any]) -> EnvironmentConfig:
+        """These settings with the CDK context's overrides (``context`` is ``app.node.try_get_context``):
+        ``alert_threshold``, a probability. Checks the threshold at once (before any stack is built).
+
+        Raises:
+            ValueError: the context value is not a number in [0, 1], or production has no threshold.
+        """
+        config = self
+        value = context(ALERT_THRESHOLD_CONTEXT)
+        if value is not None:
+            try:
+                threshold = float(value)
+            except (TypeError, ValueError):
+                threshold = float("nan")
+            if isinstance(value, bool) or not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"-c {ALERT_THRESHOLD_CONTEXT}={value!r}: expected a probability in [0, 1]")
+            config = replace(self, model=replace(self.model, alert_threshold=threshold))
+        config.alert_threshold()
+        return config
 
     def stack_name(self, part: str) -> str:
         """``FraudDetect-<env>-<part>``: the CloudFormation name of one of the environment's stacks."""
@@ -271,12 +322,15 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="dev",
         removal_policy=RemovalPolicy.DESTROY,
         termination_protection=False,
+        production=False,
         log_retention=logs.RetentionDays.TWO_WEEKS,
         network=NetworkSettings(cidr="10.40.0.0/16", availability_zones=2, nat_gateways=1),
         lake=LakeSettings(
             noncurrent_version_days=7,
             intelligent_tiering_days=None,
-            expiration_days=30,
+            # Not below ~40: a job (re)started with --state-bootstrap lake reads the last 37 days (+1) of
+            # scored transactions to rebuild its feature state; shorter, its first features are wrong.
+            expiration_days=45,
             access_log_days=30,
             athena_results_days=7,
             athena_bytes_scanned_cutoff=10 * 1024**3,
@@ -306,6 +360,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="prod",
         removal_policy=RemovalPolicy.RETAIN,
         termination_protection=True,
+        production=True,
         log_retention=logs.RetentionDays.ONE_YEAR,
         network=NetworkSettings(cidr="10.41.0.0/16", availability_zones=3, nat_gateways=3),
         lake=LakeSettings(

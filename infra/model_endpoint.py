@@ -30,6 +30,7 @@ from infra.policies import log_group_arn, network_interface_statement
 FRAMEWORK = "tensorflow"
 REPOSITORY = "tensorflow-inference"
 VARIANT = "AllTraffic"
+SAGEMAKER_METRIC_NAMESPACES = "/aws/sagemaker/*"
 
 
 def _image_uris():
@@ -215,11 +216,14 @@ class ModelEndpoint(Construct):
                 resources=[log_group_arn(self, log_group), log_group_arn(self, f"{log_group}:log-stream:*")],
             )
         )
+        # Neither has resource-level permissions.
+        add(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
         add(
             iam.PolicyStatement(
-                # Neither has resource-level permissions.
-                actions=["ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"],
+                actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
+                # SageMaker's endpoint namespaces (/aws/sagemaker/Endpoints, .../Endpoints/data-metrics), no other.
+                conditions={"StringLike": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACES}},
             )
         )
         add(

@@ -5,14 +5,16 @@ Alarms (all notify the ops topic, on ALARM and back to OK):
 - Lambdas (alert handler, label feedback): any error, any throttle in 5 minutes.
 - DLQ: any message waiting (an alert that was never published).
 - Glue job: a run ended FAILED/TIMEOUT/ERROR/STOPPED (EventBridge rule, which also sends the event itself to
-  the ops topic), and micro-batches slower than ``batch_lag_alarm_seconds`` for 3 minutes.
+  the ops topic), and micro-batches slower than ``batch_lag_alarm_seconds`` for 3 minutes, or no batch
+  metrics at all for 3 minutes (missing data breaches: a job that is not running, hangs, or receives
+  nothing emits none, and no state change event tells of a hang).
 - Endpoint: p99 ``ModelLatency`` above ``latency_alarm_ms`` in 3 of 5 minutes; any ``Invocation5XXErrors``.
 - Alert volume: published alerts outside CloudWatch's anomaly-detection band (a silent or a flooding model).
 """
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration
+from aws_cdk import Annotations, CfnOutput, Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_events as events
@@ -72,6 +74,13 @@ class Monitoring(Construct):
         )
         for address in config.monitoring.ops_email_subscribers:
             self.topic.add_subscription(subscriptions.EmailSubscription(address))
+        if not config.monitoring.ops_email_subscribers:
+            Annotations.of(self.topic).add_warning_v2(
+                "frauddetect:ops-topic-no-subscriber",
+                f"{config.name}: MonitoringSettings.ops_email_subscribers is empty, so every alarm notifies an "
+                "ops topic nobody reads. Add addresses in infra/config.py (each confirms once) or subscribe the "
+                "OpsTopicArn output to your paging tool.",
+            )
         self._action = actions.SnsAction(self.topic)
         self._prefix = config.resource_prefix
         self.alarms: dict[str, cloudwatch.Alarm | cloudwatch.AnomalyDetectionAlarm] = {}
@@ -125,9 +134,11 @@ class Monitoring(Construct):
             "GlueBatchLag",
             batch_time,
             config.streaming.batch_lag_alarm_seconds * 1000,
-            "Streaming micro-batches take longer than the lag budget: scoring falls behind",
+            "Streaming micro-batches take longer than the lag budget (scoring falls behind), or the job reported "
+            "no batch for 3 minutes (not running, stuck, or no records arrive)",
             periods=3,
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            missing_data=cloudwatch.TreatMissingData.BREACHING,
         )
 
         endpoint_dims = {"EndpointName": model.endpoint_name, "VariantName": model.variant_name}
@@ -212,8 +223,10 @@ class Monitoring(Construct):
         periods: int = 1,
         datapoints: int | None = None,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
-        """An alarm on ``metric`` (missing data is not breaching: no traffic is not a failure) to the ops topic."""
+        """An alarm on ``metric`` to the ops topic. Missing data is not breaching by default: no errors, no
+        throttles, no traffic are no failure; a metric whose absence is the failure passes ``missing_data``."""
         alarm = cloudwatch.Alarm(
             self,
             construct_id,
@@ -224,7 +237,7 @@ class Monitoring(Construct):
             evaluation_periods=periods,
             datapoints_to_alarm=datapoints,
             comparison_operator=comparison,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing_data,
         )
         self._notify(alarm)
         self.alarms[construct_id] = alarm

@@ -21,7 +21,12 @@ from infra.data_lake import DATA_CAPTURE_PREFIX, GLUE_PREFIX, LAKE_PREFIX, DataL
 from infra.feedback import LabelFeedback
 from infra.model_endpoint import ModelEndpoint
 from infra.network import Network
-from infra.streaming_job import CONSUMER_GROUPS, GLUE_LOG_GROUPS, StreamingJob
+from infra.streaming_job import (
+    CONSUMER_GROUPS,
+    GLUE_LOG_GROUPS,
+    GLUE_TAGGED_RESOURCES,
+    StreamingJob,
+)
 
 AWS_CUSTOM_RESOURCE_PROVIDER = "AWS679f53fac002430cb0da5b7982bd2287"  # CDK's AwsCustomResource singleton
 KMS_GRANT_WILDCARDS = ["Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"]
@@ -103,8 +108,10 @@ def suppress_streaming_job_findings(job: StreamingJob, lake: DataLake, cluster_n
         "Prefix wildcards the services name at run time: the lake's table prefix and the job's checkpoint/temp "
         "prefix (objects are per micro-batch), Glue's log groups under /aws-glue/ (named per security "
         "configuration and role), Spark's and the job's generated Kafka consumer group names on this cluster "
-        "only; Resource * only for cloudwatch:PutMetricData (conditioned on namespace Glue) and the NETWORK "
-        "connection's network-interface actions.",
+        "only, the network interfaces, security groups and instances Glue tags for the NETWORK connection "
+        "(only with its own tag key aws-glue-service-resource, as in AWSGlueServiceRole); Resource * only for "
+        "cloudwatch:PutMetricData (conditioned on namespace Glue) and the connection's network-interface "
+        "actions (ec2:Describe* have no resource-level permissions).",
         [
             f"Resource::{_arn_of(lake.bucket)}/{LAKE_PREFIX}/*",
             f"Resource::{_arn_of(lake.artifacts_bucket)}/{GLUE_PREFIX}/*",
@@ -114,6 +121,7 @@ def suppress_streaming_job_findings(job: StreamingJob, lake: DataLake, cluster_n
                 _arn("Resource", "kafka", f"group/{cluster_name}/", tail=f".+/{re.escape(group)}")
                 for group in CONSUMER_GROUPS
             ),
+            *(_arn("Resource", "ec2", f"{kind}/*") for kind in GLUE_TAGGED_RESOURCES),
             "Resource::*",
         ],
     )
@@ -126,7 +134,8 @@ def suppress_model_findings(model: ModelEndpoint, lake: DataLake) -> None:
         "AwsSolutions-IAM5",
         "SageMaker writes data-capture objects under one prefix and log streams it names per instance in the "
         "endpoint's own log group; Resource * only for ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
-        "(no resource-level permissions) and the model's VPC network-interface actions.",
+        "(no resource-level permissions; the latter only in SageMaker's /aws/sagemaker/ namespaces) and the "
+        "model's VPC network-interface actions.",
         [
             f"Resource::{_arn_of(lake.artifacts_bucket)}/{DATA_CAPTURE_PREFIX}/*",
             _arn("Resource", "logs", f"log-group:/aws/sagemaker/Endpoints/{model.endpoint_name}:log-stream:*"),
@@ -160,4 +169,5 @@ def suppress_network_findings(network: Network) -> None:
                 "CdkNagValidationFailure",
                 "EC23 cannot evaluate the ingress source, which is the VPC's own CIDR (Fn::GetAtt CidrBlock, "
                 "HTTPS only), not 0.0.0.0/0.",
+                ["AwsSolutions-EC23"],  # only that rule's validation failure
             )

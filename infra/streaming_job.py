@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, IgnoreMode, Stack
+from aws_cdk import Annotations, Aws, CfnOutput, IgnoreMode, Stack
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from frauddetect.config import JOB_GROUP_PREFIX
 from infra.config import EnvironmentConfig
 from infra.data_lake import GLUE_PREFIX, LAKE_PREFIX, DataLake
 from infra.kafka import KafkaCluster
@@ -29,9 +30,15 @@ SCRIPT = Path("glue_jobs") / "streaming_job.py"
 # Lambdas): CDK zips it at synth time, no Docker, and `--extra-py-files` takes the zip as is.
 PACKAGE_EXCLUDES = ["*", "!frauddetect/", "**/__pycache__", "**/*.pyc"]
 # Spark's Kafka source names its consumer groups spark-kafka-source-<uuid>...; the job's own readers
-# (exactly-once sink checks) use frauddetect-<random> (frauddetect.kafka_io.consumer_config).
-CONSUMER_GROUPS = ("spark-kafka-source-*", "frauddetect-*")
+# (exactly-once sink checks) use frauddetect-job-<random> (frauddetect.kafka_io.consumer_config). Not
+# frauddetect-*: that would cover frauddetect-<env>-alert-handler, the alert Lambda's group and offsets.
+CONSUMER_GROUPS = ("spark-kafka-source-*", f"{JOB_GROUP_PREFIX}*")
 GLUE_LOG_GROUPS = "/aws-glue/*"
+# What Glue tags (key aws-glue-service-resource) for a NETWORK connection; the resource types and the
+# condition are those of AWS's managed policy AWSGlueServiceRole (v5) and of the Glue guide's "Create an
+# IAM policy for the AWS Glue service" (docs.aws.amazon.com/glue/latest/dg/create-service-policy.html).
+GLUE_TAG_KEY = "aws-glue-service-resource"
+GLUE_TAGGED_RESOURCES = ("network-interface", "security-group", "instance")
 
 
 class StreamingJob(Construct):
@@ -104,6 +111,8 @@ class StreamingJob(Construct):
             ),
         )
 
+        # A Glue connection takes exactly one subnet, so the job runs in one zone (the first private subnet):
+        # if that zone fails, point the connection at another subnet and restart the job (README, "Settings").
         subnet = network.vpc.select_subnets(subnet_type=network.private_subnets.subnet_type).subnets[0]
         connection_name = f"{config.resource_prefix}-vpc"
         connection = glue.CfnConnection(
@@ -163,7 +172,7 @@ class StreamingJob(Construct):
             "--checkpoint-uri": self.checkpoint_uri,
             "--endpoint-name": endpoint_name,
             "--endpoint-region": Aws.REGION,
-            "--threshold": str(config.model.alert_threshold),
+            "--threshold": str(config.alert_threshold()),
             "--state-bootstrap": "lake",
             "--starting-offsets": "earliest",
             "--max-offsets-per-trigger": str(settings.max_offsets_per_trigger),
@@ -189,6 +198,13 @@ class StreamingJob(Construct):
             security_configuration=security_configuration.name,
             default_arguments=self.default_arguments,
         )
+        if config.model.alert_threshold is None:
+            Annotations.of(job).add_warning_v2(
+                "frauddetect:placeholder-alert-threshold",
+                f"{config.name}: ModelSettings.alert_threshold is not set; the job alerts at the placeholder "
+                f"{config.alert_threshold()}. Use the `threshold` of the deployed model's metadata.json (written "
+                "by `frauddetect train`): infra/config.py or -c alert_threshold=<value>.",
+            )
         job.add_resource_dependency(connection)
         job.add_resource_dependency(security_configuration)
         CfnOutput(self, "StreamingJobName", value=self.job_name)
@@ -268,7 +284,14 @@ class StreamingJob(Construct):
                 "ec2:DescribeVpcEndpoints",
                 "ec2:DescribeRouteTables",
                 "ec2:DescribeVpcAttribute",
-                "ec2:CreateTags",
-                "ec2:DeleteTags",
+            )
+        )
+        add(
+            iam.PolicyStatement(  # Glue's own tag on what it creates for the connection, and no other tag
+                actions=["ec2:CreateTags", "ec2:DeleteTags"],
+                resources=[
+                    stack.format_arn(service="ec2", resource=kind, resource_name="*") for kind in GLUE_TAGGED_RESOURCES
+                ],
+                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": [GLUE_TAG_KEY]}},
             )
         )

@@ -9,6 +9,7 @@ profile), so both ways of rendering ARNs, image URIs and suppressions are covere
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ from aws_cdk import App, Aspects
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
+from frauddetect import kafka_io
 from infra.app import build_app_with_stacks, cdk_json_context
 from infra.catalog import lake_tables
 from infra.config import ENVIRONMENTS, EnvironmentConfig, MskMode, get_config
@@ -44,6 +46,9 @@ pytestmark = pytest.mark.unit
 
 # prod is synthesized as the CLI would for this account and region; dev without either.
 TARGETS = {"dev": {}, "prod": {"CDK_DEFAULT_ACCOUNT": "123456789012", "CDK_DEFAULT_REGION": "eu-west-1"}}
+# prod refuses to synthesize without the model's threshold: given as the CLI passes `-c alert_threshold=0.42`
+# (a string); dev runs on the placeholder, with a warning.
+CONTEXT = {"dev": {}, "prod": {"alert_threshold": "0.42"}}
 PARTS = ("Network", "Data", "Kafka", "Model", "Streaming", "Alerting", "Monitoring")
 NAG_RULE = re.compile(r"^(AwsSolutions-|CdkNagValidationFailure)")
 TOPICS = ("transactions", "labels", "fraud-alerts", "quarantine")
@@ -59,6 +64,7 @@ class Synth:
     raw: dict[str, dict]
     synth_error: str | None
     findings: list[tuple[str, str, str]]  # (severity, rule/message, construct path)
+    warnings: list[tuple[str, str]]  # (construct path, message) of the warning annotations
 
     def template(self, part: str) -> Template:
         return Template.from_json(self.raw[part])
@@ -103,6 +109,17 @@ def _findings(report_path: Path) -> list[tuple[str, str, str]]:
     ]
 
 
+def _warnings(outdir: Path) -> list[tuple[str, str]]:
+    """Warning annotations, from each stack's metadata file in the assembly."""
+    return [
+        (path, str(entry["data"]))
+        for metadata in sorted(outdir.glob("*.metadata.json"))
+        for path, entries in json.loads(metadata.read_text()).items()
+        for entry in entries
+        if entry["type"] == "aws:cdk:warning"
+    ]
+
+
 def _synth(env_name: str, outdir: Path) -> Synth:
     with pytest.MonkeyPatch.context() as mp:
         # The target from TARGETS whatever the caller's AWS profile: deterministic templates.
@@ -110,7 +127,7 @@ def _synth(env_name: str, outdir: Path) -> Synth:
             mp.delenv(var, raising=False)
         for var, value in TARGETS[env_name].items():
             mp.setenv(var, value)
-        app, stacks = build_app_with_stacks(context={"env": env_name}, outdir=str(outdir))
+        app, stacks = build_app_with_stacks(context={"env": env_name, **CONTEXT[env_name]}, outdir=str(outdir))
         error = None
         try:
             app.synth()
@@ -122,7 +139,8 @@ def _synth(env_name: str, outdir: Path) -> Synth:
             if path.exists():
                 raw[stack.stack_name.rsplit("-", 1)[1]] = json.loads(path.read_text())
         region = TARGETS[env_name].get("CDK_DEFAULT_REGION")
-        return Synth(stacks.network.config, region, outdir, raw, error, _findings(outdir / "validation-report.json"))
+        findings = _findings(outdir / "validation-report.json")
+        return Synth(stacks.network.config, region, outdir, raw, error, findings, _warnings(outdir))
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +186,33 @@ def arn(service: str, rest: str) -> re.Pattern[str]:
 # ---------------------------------------------------------------------------------------------------------
 # The app as a whole: both environments, cdk-nag, cfn-lint, the resources the issue asks for
 # ---------------------------------------------------------------------------------------------------------
+
+
+def test_prod_refuses_to_synthesize_without_the_models_alert_threshold(tmp_path: Path) -> None:
+    assert ENVIRONMENTS["prod"].model.alert_threshold is None  # no silent placeholder in the shipped config
+    message = r"prod: ModelSettings.alert_threshold is not set.*metadata.json.*frauddetect train"
+    with pytest.raises(ValueError, match=message):
+        build_app_with_stacks(context={"env": "prod"}, outdir=str(tmp_path))
+    for bad in ("high", "1.5", "-0.1", True):
+        with pytest.raises(ValueError, match="expected a probability"):
+            ENVIRONMENTS["prod"].with_context({"alert_threshold": bad}.get)
+    set_here = replace(ENVIRONMENTS["prod"], model=replace(ENVIRONMENTS["prod"].model, alert_threshold=0.61))
+    assert set_here.with_context({}.get).alert_threshold() == 0.61
+    assert set_here.with_context({"alert_threshold": "0.3"}.get).alert_threshold() == 0.3  # context wins
+    assert ENVIRONMENTS["dev"].with_context({}.get).alert_threshold() == 0.5  # dev: the placeholder, warned
+
+
+def test_placeholders_are_warned_at_synth(synths: dict[str, Synth]) -> None:
+    def warned(synth: Synth, text: str) -> list[str]:
+        return [path for path, message in synth.warnings if text in message]
+
+    # No ops subscriber: the alarms notify nobody (both environments ship without one).
+    for synth in synths.values():
+        assert not synth.config.monitoring.ops_email_subscribers
+        assert warned(synth, "ops_email_subscribers is empty"), synth.config.name
+    # The alert threshold: dev runs on the placeholder and says so; prod got it from the context.
+    assert warned(synths["dev"], "alert_threshold is not set") == ["/FraudDetect-dev-Streaming/StreamingJob/Job"]
+    assert not warned(synths["prod"], "alert_threshold")
 
 
 def test_unknown_environment_is_rejected() -> None:
@@ -288,11 +333,39 @@ def test_vpc_has_private_subnets_flow_logs_and_endpoints(synth: Synth) -> None:
     }
 
 
+def _lake_key_id(synth: Synth) -> str:
+    """Logical id of the key the Data stack creates for the lake (the target of ``alias/frauddetect-<env>-lake``)."""
+    aliases = [
+        a["Properties"]["TargetKeyId"]
+        for a in synth.resources("AWS::KMS::Alias", "Data").values()
+        if a["Properties"]["AliasName"] == f"alias/frauddetect-{synth.config.name}-lake"
+    ]
+    assert len(aliases) == 1 and aliases[0]["Fn::GetAtt"][1] == "Arn", aliases
+    key_id = aliases[0]["Fn::GetAtt"][0]
+    assert synth.raw["Data"]["Resources"][key_id]["Type"] == "AWS::KMS::Key"
+    return key_id
+
+
 def test_buckets_are_private_versioned_tls_only_and_encrypted(synth: Synth) -> None:
     buckets = synth.resources("AWS::S3::Bucket", "Data")
-    kms = [b for b in buckets.values() if "SSEAlgorithm" in json.dumps(b) and "aws:kms" in json.dumps(b)]
-    assert len(kms) == 3  # lake, Athena results, artifacts; access logs use SSE-S3 (log delivery needs it)
-    log_bucket_id = next(i for i, b in buckets.items() if "aws:kms" not in json.dumps(b["Properties"]))
+    encryption = {
+        i: b["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"] for i, b in buckets.items()
+    }
+    # Lake, Athena results and artifacts: SSE-KMS with the stack's own lake key (not aws/s3, not another
+    # key); access logs: SSE-S3, which S3 server access log delivery requires.
+    lake_key = {"Fn::GetAtt": [_lake_key_id(synth), "Arn"]}
+    by_kind = {kind: [i for i in buckets if f"{kind}Bucket" in i] for kind in ("Lake", "AthenaResults", "Artifacts")}
+    assert all(len(ids) == 1 for ids in by_kind.values()), by_kind
+    for (bucket_id,) in by_kind.values():
+        assert encryption[bucket_id] == [
+            {
+                "BucketKeyEnabled": True,
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": lake_key},
+            }
+        ], bucket_id
+    kms_ids = {i for (i,) in by_kind.values()}
+    (log_bucket_id,) = set(buckets) - kms_ids
+    assert encryption[log_bucket_id] == [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
     for bucket_id, bucket in buckets.items():
         props = bucket["Properties"]
         assert props["PublicAccessBlockConfiguration"] == {
@@ -445,7 +518,7 @@ def test_streaming_job_arguments_are_what_the_job_parses(synth: Synth) -> None:
         argv += [name, render(value)]
     config = parse_args(wrapper._job_args(argv))
     assert config.endpoint_name == synth.config.endpoint_name
-    assert config.threshold == synth.config.model.alert_threshold
+    assert config.threshold == synth.config.alert_threshold() == {"dev": 0.5, "prod": 0.42}[synth.config.name]
     assert config.model_dir is None  # scored through the endpoint; no TensorFlow on Glue
     assert config.max_offsets_per_trigger == synth.config.streaming.max_offsets_per_trigger
     assert config.lake_uri.endswith("/lake")
@@ -488,10 +561,18 @@ def test_glue_role_touches_only_its_topics_prefixes_endpoint_and_keys(synth: Syn
     assert {_topic(r, env) for r in kafka["kafka-cluster:ReadData"]} == set(TOPICS)
     assert {_topic(r, env) for r in kafka["kafka-cluster:WriteData"]} == {"fraud-alerts", "quarantine"}
     groups = kafka["kafka-cluster:AlterGroup"]
-    assert {g.rsplit("/", 1)[1] for g in groups} == {"spark-kafka-source-*", "frauddetect-*"}
+    patterns = {g.rsplit("/", 1)[1] for g in groups}
+    assert patterns == {"spark-kafka-source-*", "frauddetect-job-*"}
     assert all(
         arn("kafka", f"group/frauddetect-{env}/<FraudDetect-{env}-Kafka:KafkaClusterUuid>/.+").match(g) for g in groups
     )
+    # The job's own throw-away groups are covered; the alert Lambda's group (same cluster) is not, so the job
+    # cannot join it or reset its offsets. IAM's * matches any characters, as fnmatch's does.
+    _, mapping = synth.only("AWS::Lambda::EventSourceMapping", "Alerting")
+    alert_group = mapping["Properties"]["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"]
+    assert not [p for p in patterns if fnmatch.fnmatchcase(alert_group, p)], alert_group
+    job_group = kafka_io.consumer_config("broker:9098")["group.id"]
+    assert [p for p in patterns if fnmatch.fnmatchcase(job_group, p)] == ["frauddetect-job-*"], job_group
 
     invoke = [st for st in statements if "sagemaker:InvokeEndpoint" in as_list(st["Action"])]
     assert len(invoke) == 1 and arn("sagemaker", f"endpoint/frauddetect-{env}").match(render(invoke[0]["Resource"]))
@@ -504,10 +585,89 @@ def test_glue_role_touches_only_its_topics_prefixes_endpoint_and_keys(synth: Syn
     assert {r.rsplit(">", 1)[1] for r in object_resources} == {"/lake/*", "/glue/*"}
     kms = [st for st in statements if any(a.startswith("kms:") for a in as_list(st["Action"]))]
     assert len(kms) == 1 and len(as_list(kms[0]["Resource"])) == 2  # the lake key and the job's key
-    star = {a for st in statements if st["Resource"] == "*" for a in as_list(st["Action"])}
-    assert {a.split(":")[0] for a in star} == {"ec2", "cloudwatch"}
     metric = next(st for st in statements if "cloudwatch:PutMetricData" in as_list(st["Action"]))
     assert metric["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Glue"}}
+    # Tags only with Glue's own key, on the kinds of resource AWSGlueServiceRole names, in this account/region.
+    tagging = [st for st in statements if {"ec2:CreateTags", "ec2:DeleteTags"} & set(as_list(st["Action"]))]
+    assert len(tagging) == 1 and sorted(as_list(tagging[0]["Action"])) == ["ec2:CreateTags", "ec2:DeleteTags"]
+    assert tagging[0]["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": ["aws-glue-service-resource"]}}
+    resources = sorted(render(r) for r in as_list(tagging[0]["Resource"]))
+    kinds = ("instance", "network-interface", "security-group")
+    assert len(resources) == 3 and all(arn("ec2", f"{k}/\\*").match(r) for k, r in zip(kinds, resources)), resources
+
+
+# Actions that have no resource-level permissions (Describe*, X-Ray, ECR's token, PutMetricData) or act on
+# network interfaces that do not exist before the service creates them: the only ones a role of this app
+# may hold on Resource "*". The cdk-nag suppressions of "Resource::*" (infra/nag.py) rely on this test.
+NETWORK_INTERFACE_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterfacePermission",
+}
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+ALLOWED_ON_STAR = {
+    "alert handler": NETWORK_INTERFACE_ACTIONS | XRAY_ACTIONS,
+    "label feedback": NETWORK_INTERFACE_ACTIONS | XRAY_ACTIONS,
+    "SageMaker model": NETWORK_INTERFACE_ACTIONS | {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"},
+    "Glue job": NETWORK_INTERFACE_ACTIONS | {"cloudwatch:PutMetricData"},
+}
+# PutMetricData on * only into the service's own namespaces.
+METRIC_NAMESPACES = {
+    "SageMaker model": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+    "Glue job": {"StringEquals": {"cloudwatch:namespace": "Glue"}},
+}
+
+
+def _roles(synth: Synth) -> dict[str, tuple[str, str]]:
+    """``{role: (stack part, logical id)}`` of the roles with cdk-nag ``Resource::*`` suppressions."""
+    _, alert_fn = _function(synth, "lambdas.alert_handler.app.handler")
+    _, feedback_fn = _function(synth, "lambdas.label_feedback.app.handler")
+    _, model = synth.only("AWS::SageMaker::Model", "Model")
+    _, job = synth.only("AWS::Glue::Job", "Streaming")
+    return {
+        "alert handler": ("Alerting", alert_fn["Properties"]["Role"]["Fn::GetAtt"][0]),
+        "label feedback": ("Alerting", feedback_fn["Properties"]["Role"]["Fn::GetAtt"][0]),
+        "SageMaker model": ("Model", model["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]),
+        "Glue job": ("Streaming", job["Properties"]["Role"]["Fn::GetAtt"][0]),
+    }
+
+
+def not_allowed_on_star(statements: list[dict], allowed: set[str]) -> set[str]:
+    """Actions granted on Resource ``*`` that are neither in ``allowed`` nor an ``ec2:Describe...`` action."""
+    return {
+        action
+        for st in statements
+        if "*" in as_list(st["Resource"])
+        for action in as_list(st["Action"])
+        if action not in allowed and not re.fullmatch(r"ec2:Describe[A-Za-z]+", action)
+    }
+
+
+def test_roles_hold_on_resource_star_only_actions_without_resource_level_permissions(synth: Synth) -> None:
+    for name, (part, role_id) in _roles(synth).items():
+        role = synth.raw[part]["Resources"][role_id]
+        assert role["Type"] == "AWS::IAM::Role"
+        assert not role["Properties"].get("ManagedPolicyArns"), name
+        statements = synth.statements(part, role_id)
+        assert statements, name
+        assert not [st for st in statements if "NotAction" in st or "NotResource" in st], name
+        assert not_allowed_on_star(statements, ALLOWED_ON_STAR[name]) == set(), name
+        if name in METRIC_NAMESPACES:
+            (metric,) = [st for st in statements if "cloudwatch:PutMetricData" in as_list(st["Action"])]
+            assert as_list(metric["Action"]) == ["cloudwatch:PutMetricData"], name
+            assert metric["Condition"] == METRIC_NAMESPACES[name], name
+
+
+def test_the_star_check_catches_a_new_grant_on_star() -> None:
+    statements = [
+        {"Effect": "Allow", "Action": ["ec2:DescribeSubnets", "xray:PutTraceSegments"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "sns:Publish", "Resource": ["arn:aws:sns:eu-west-1:1:topic", "*"]},
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*"},
+    ]
+    assert not_allowed_on_star(statements, ALLOWED_ON_STAR["alert handler"]) == {"sns:Publish", "ec2:CreateTags"}
 
 
 def test_job_topics_are_the_topics_the_code_uses(synth: Synth) -> None:
@@ -793,3 +953,45 @@ def test_alarms_cover_every_moving_part_and_notify_the_ops_topic(synth: Synth) -
         },
     )
     synth.template("Monitoring").resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_glue_batch_alarm_fires_when_the_job_reports_no_batches(synth: Synth) -> None:
+    """A stalled or stopped job emits no batch metrics and no FAILED event: missing data must breach."""
+    alarms = synth.resources("AWS::CloudWatch::Alarm", "Monitoring").values()
+    batch_time = "glue.driver.streaming.batchProcessingTimeInMs"
+    (batch,) = [a for a in alarms if a["Properties"].get("MetricName") == batch_time]
+    assert batch["Properties"]["TreatMissingData"] == "breaching"
+    assert batch["Properties"]["EvaluationPeriods"] == 3 and batch["Properties"]["Period"] == 60
+    others = {a["Properties"].get("TreatMissingData") for a in alarms if a is not batch}
+    assert others == {"notBreaching"}  # errors, throttles, DLQ depth, 5xx: no data is no failure
+
+
+def test_granular_nag_suppressions_name_their_findings(synth: Synth) -> None:
+    """IAM4/IAM5 and validation-failure suppressions always carry ``applies_to``: a new finding of the same
+    rule on the same resource is reported, not silently covered."""
+    suppressions = [
+        (part, lid, rule)
+        for part, template in synth.raw.items()
+        for lid, resource in template["Resources"].items()
+        for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+    ]
+    assert suppressions
+    granular_rules = ("AwsSolutions-IAM4", "AwsSolutions-IAM5", "CdkNagValidationFailure")
+    blanket = [(p, lid) for p, lid, rule in suppressions if rule["id"] in granular_rules and not rule.get("applies_to")]
+    assert not blanket, blanket
+    validation = [rule for _, _, rule in suppressions if rule["id"] == "CdkNagValidationFailure"]
+    assert validation and all(rule["applies_to"] == ["AwsSolutions-EC23"] for rule in validation)
+
+
+def test_lake_keeps_what_the_job_needs_to_rebuild_its_state(synth: Synth) -> None:
+    """A job started with --state-bootstrap lake reads the last FeatureState.retention_us (+1 day) of scored
+    transactions; the lake must not expire them sooner."""
+    from frauddetect.features import FeatureState
+
+    look_back_days = FeatureState().retention_us / 86_400e6 + 1
+    expiry = synth.config.lake.expiration_days
+    assert expiry is None or expiry >= look_back_days + 7, (expiry, look_back_days)
+    lake_id = next(i for i in synth.resources("AWS::S3::Bucket", "Data") if "LakeBucket" in i)
+    rules = synth.raw["Data"]["Resources"][lake_id]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expire = [r for r in rules if r["Id"] == "expire-objects"]
+    assert [r["ExpirationInDays"] for r in expire] == ([] if expiry is None else [expiry])
