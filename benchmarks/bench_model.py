@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in METRICS:
             table.add_row(m, f"{per_seed[m].mean():.4f}", f"{per_seed[m].std(ddof=0):.4f}",
                           f"{per_seed[m].min():.4f}", f"{PUBLISHED_BEST[m][0]:.3f} ({PUBLISHED_BEST[m][1]})")
-        Console().print(table)
+        Console(width=140).print(table)
     print(json.dumps({"slowest_fold_train_seconds": float(allf["train_seconds"].max())}), file=sys.stderr)
     return 0
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 
 N_FEATURES = len(FEATURE_COLUMNS)
+AMOUNT_INDEX = FEATURE_COLUMNS.index("tx_amount")
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "features"
 OUTPUT_NAME = "probability"
@@ -140,24 +141,31 @@ def build_model(
     hidden_units: tuple[int, ...] = (64, 32),
     dropout: float = 0.2,
 ) -> "keras.Model":
-    """The (uncompiled) network: signed log1p -> Normalization adapted on ``train_features`` -> dense
-    ReLU layers with dropout -> one sigmoid unit. Takes RAW float32 features (None, 19), returns
-    (None, 1) probabilities.
+    """The (uncompiled) network: [signed log1p of every feature, the amount itself] -> Normalization
+    adapted on ``train_features`` -> dense ReLU layers with dropout -> one sigmoid unit. Takes RAW float32
+    features (None, 19), returns (None, 1) probabilities.
 
     The fixed log transform tames the heavy tails of amounts and transaction counts before the
     standardisation (measured on the handbook split: +0.008 AUC, +0.02 AP over standardising raw
-    values); it is signed so that any real input stays finite. ``fraud_rate`` (in (0, 1)) sets the
-    output bias to log(p / (1 - p)), so training starts from the base rate instead of 0.5; with ~0.8 %
-    positives this avoids a first epoch spent only learning the prior.
+    values); it is signed so that any real input stays finite. The amount also enters on its linear
+    scale, where a cut-off in currency units (e.g. "over 220") is one unit's threshold instead of a
+    sliver of log space (test folds, 4-network ensemble: AP 0.711 -> 0.722, CP@100 0.307 -> 0.310; README
+    "Model"). ``fraud_rate`` (in (0, 1)) sets the output bias to log(p / (1 - p)), so training starts
+    from the base rate instead of 0.5; with ~0.8 % positives this avoids a first epoch spent only
+    learning the prior.
     """
     import keras
 
     inputs = keras.Input(shape=(N_FEATURES,), dtype="float32", name=INPUT_NAME)
-    x = keras.ops.sign(inputs) * keras.ops.log1p(keras.ops.abs(inputs))
+    x = keras.ops.concatenate(
+        [keras.ops.sign(inputs) * keras.ops.log1p(keras.ops.abs(inputs)), inputs[:, AMOUNT_INDEX : AMOUNT_INDEX + 1]],
+        axis=1,
+    )
     norm = keras.layers.Normalization(axis=-1, name="standardize")
     # Adapted here, so the standardisation becomes part of the exported graph: callers send raw values.
     # (A constant feature gets variance 0; Keras divides by max(std, epsilon), so it maps to 0, not NaN.)
-    norm.adapt(signed_log1p(np.asarray(train_features, dtype=np.float32)))
+    raw = np.asarray(train_features, dtype=np.float32)
+    norm.adapt(np.concatenate([signed_log1p(raw), raw[:, AMOUNT_INDEX : AMOUNT_INDEX + 1]], axis=1))
     x = norm(x)
     for i, units in enumerate(hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
