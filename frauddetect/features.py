@@ -325,7 +325,10 @@ class FeatureState:
     def retention_us(self) -> int:
         """How far back from the watermark a transaction can still fall into some window (µs)."""
         return (
-            max(max(self.customer_windows_us), self.label_delay_us + max(self.terminal_windows_us))
+            max(
+                max(self.customer_windows_us),
+                self.label_delay_us + max(*self.terminal_windows_us, TERMINAL_SEQUENCE_DAYS * US_PER_DAY),
+            )
             + self.allowed_lateness_us
         )
 

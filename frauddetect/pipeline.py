@@ -12,6 +12,7 @@ from their ``labeled_at`` on (see ``frauddetect.features``), whatever micro-batc
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ import pandas as pd
 from frauddetect.config import LABELS_TOPIC, TRANSACTIONS_TOPIC
 from frauddetect.features import FEATURE_COLUMNS, FeatureState
 from frauddetect.schemas import parse_labels, parse_transactions
+
+log = logging.getLogger(__name__)
 
 US = 1_000_000
 
@@ -74,6 +77,8 @@ class BatchCounts:
     labels_applied: int = 0
     labels_quarantined: int = 0
     alerts: int = 0
+    scoring_retries: int = 0
+    """Failed scoring attempts that a retry then recovered (a batch whose retries all fail raises)."""
 
     def add(self, other: "BatchCounts") -> "BatchCounts":
         """Field-wise sum (returns a new object)."""
@@ -202,7 +207,7 @@ class MicroBatchProcessor:
 
         # --- features and scores
         feats = self.state.features_for(seqs)
-        scores = self._score(feats.to_numpy(dtype=np.float32)) if len(valid) else np.empty(0, np.float32)
+        scores = self._score(feats.to_numpy(dtype=np.float32), counts) if len(valid) else np.empty(0, np.float32)
         scored_at = self.clock_us()
         scored = pd.DataFrame(
             {
@@ -252,16 +257,19 @@ class MicroBatchProcessor:
             scored=scored[list(SCORED_COLUMNS)], alerts=alerts, quarantine=q, labels=lake_labels, counts=counts
         )
 
-    def _score(self, x: np.ndarray) -> np.ndarray:
+    def _score(self, x: np.ndarray, counts: BatchCounts) -> np.ndarray:
         for attempt in range(self.score_retries + 1):
             try:
                 scores = np.asarray(self.scorer.score(x), dtype=np.float32).reshape(-1)
                 if scores.shape != (len(x),) or not np.isfinite(scores).all():
                     raise ValueError(f"scorer returned shape {scores.shape} or non-finite scores for {len(x)} rows")
                 return scores
-            except Exception:  # noqa: BLE001 - any scorer failure is retried, then re-raised
+            except Exception as exc:  # noqa: BLE001 - any scorer failure is retried, then re-raised
+                log.warning("scoring %d rows failed (attempt %d of %d): %s", len(x), attempt + 1,
+                            self.score_retries + 1, exc)
                 if attempt == self.score_retries:
                     raise
+                counts.scoring_retries += 1
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
 

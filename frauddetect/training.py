@@ -32,10 +32,12 @@ from frauddetect.evaluation import (
 )
 from frauddetect.features import FEATURE_COLUMNS, LABEL_DELAY_DAYS, offline_features
 from frauddetect.model import (
+    MODEL_INPUTS,
     ExportedModel,
     ModelConfig,
     choose_threshold,
     export_model,
+    standardization_stats,
     train_ensemble,
 )
 
@@ -205,13 +207,27 @@ def train_and_export(
             "validation_window": {"start": windows.train_end, "end": windows.deploy_start},
             "deploy_start": windows.deploy_start,
             "label_delay_days": delay_days,
-            "preprocessing": "signed log1p, then standardisation adapted on the training window (in the graph)",
+            "preprocessing": {
+                "inputs": list(MODEL_INPUTS),
+                "note": "in the graph: each network standardises these with its own training rows' statistics",
+                "members": [
+                    {
+                        "train_start": windows.train_start - extra * DAY,
+                        "train_end": windows.train_end,
+                        "rows": len(member_data[i][1]),
+                        "frauds": int(member_data[i][1].sum()),
+                        **stats,
+                    }
+                    for i, (extra, stats) in enumerate(
+                        zip(config.extra_history_days, standardization_stats(model), strict=True)
+                    )
+                ],
+            },
             "model": {**asdict(config), "members": config.members, "architecture": "mean of feed-forward networks"},
             "metrics": metrics,
             "seed": seed,
             "train_rows": int(train.sum()),
             "train_frauds": int(y[train].sum()),
-            "member_train_rows": [len(m[1]) for m in member_data],
             "train_seconds": round(train_seconds, 1),
         },
     )

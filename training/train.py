@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data"))
     p.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
     a = p.parse_args(argv)
-    files = sorted(f for f in Path(a.train).iterdir() if f.suffix.lower() in (".parquet", ".csv"))
+    # rglob: a channel may hold a partitioned prefix (e.g. event_date=.../part-0.parquet)
+    files = sorted(f for f in Path(a.train).rglob("*") if f.is_file() and f.suffix.lower() in (".parquet", ".csv"))
     if not files:
         raise SystemExit(f"no .parquet or .csv file in {a.train}")
     tx = pd.concat([canonical(read_raw(f)) for f in files], ignore_index=True)

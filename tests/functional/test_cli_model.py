@@ -85,7 +85,14 @@ def test_train_exports_a_model_that_scores_raw_features(handbook_input, tmp_path
     assert meta["validation_window"]["end"] == meta["deploy_start"] == "2018-07-25T00:00:00+00:00"
     assert meta["model"]["extra_history_days"] == [0, 7] and meta["model"]["epochs"] == 2
     # member 1 also learned from the 7 days before the training window: 07-04..07-17
-    assert meta["member_train_rows"][1] > 1.9 * meta["member_train_rows"][0] > 0
+    members = meta["preprocessing"]["members"]
+    assert [m["train_start"][:10] for m in members] == ["2018-07-11", "2018-07-04"]
+    assert members[1]["rows"] > 1.9 * members[0]["rows"] > 0
+    inputs = meta["preprocessing"]["inputs"]
+    assert len(inputs) == len(FEATURE_COLUMNS) + 1 and inputs[-1] == "tx_amount"
+    assert all(len(m["mean"]) == len(m["variance"]) == len(inputs) for m in members)
+    # the raw amount's standardisation mean is the training rows' mean amount (currency units, ~50)
+    assert 30 < members[0]["mean"][-1] < 80
     assert meta["libraries"]["tensorflow"] and meta["threshold"] == result["threshold"]
 
     # The threshold spends the budget on the 7 label-delay days: 50 a day -> 350 alerts there.

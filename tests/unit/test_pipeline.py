@@ -133,6 +133,23 @@ def test_a_scoring_failure_fails_the_batch_instead_of_scoring_not_fraud():
         p.process(records([tx("a", "2018-08-01T00:00:00Z")]))
 
 
+def test_a_recovered_scoring_failure_is_retried_and_counted(caplog):
+    class FlakyScorer(AmountScorer):
+        calls = 0
+
+        def score(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("endpoint throttled")
+            return super().score(x)
+
+    p = MicroBatchProcessor(state=FeatureState(), scorer=FlakyScorer(), threshold=0.5, score_retries=2)
+    result = p.process(records([tx("a", "2018-08-01T00:00:00Z", amount=150.0)]))
+    assert result.counts.scoring_retries == 1 and result.counts.scored == 1
+    assert result.scored["score"].iloc[0] == pytest.approx(1 / (1 + np.exp(-5)))  # the real score, not 0
+    assert "scoring 1 rows failed (attempt 1 of 3): endpoint throttled" in caplog.text
+
+
 def test_label_parser_requires_utc_and_binary_labels():
     valid, rejected = parse_labels([
         b'{"transaction_id":"a","tx_fraud":1,"labeled_at":"2018-08-08T00:00:00Z","source":"analyst"}',
