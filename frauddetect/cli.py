@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from frauddetect.local_endpoint import add_serve_arguments, serve_from_args
+from frauddetect.local_stack import DEFAULT_SPARK_MASTER
 from frauddetect.stacks import StackError, check_demo_stack, resolve_stack
+from frauddetect.stream.config import JobConfig
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -33,6 +35,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             alerts_per_day=args.alerts_per_day,
             timeout_s=args.timeout,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            spark_master=args.spark_master,
             dbt=args.dbt,
             stack=stack,
         )
@@ -165,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, help="transactions per second (default: as fast as possible)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--alerts-per-day", type=float, default=100, help="daily alert budget for the threshold")
-    demo.add_argument("--max-offsets-per-trigger", type=int, default=50_000)
+    demo.add_argument("--max-offsets-per-trigger", type=int,
+                      default=JobConfig.model_fields["max_offsets_per_trigger"].default,
+                      help="at most this many transactions per micro-batch (default %(default)s)")
+    demo.add_argument("--spark-master", default=DEFAULT_SPARK_MASTER,
+                      help="Spark master of the streaming job (default %(default)s), e.g. local-cluster[2,1,1024] "
+                           "for two executor JVMs")
     demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the stream to finish")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     demo.add_argument("--no-dbt", dest="dbt", action="store_false", help="skip dbt build on the lake at the end")

@@ -31,10 +31,11 @@ from rich.table import Table
 from frauddetect import kafka_io
 from frauddetect.config import TRANSACTIONS_TOPIC
 from frauddetect.data import canonical, parse_raw_times, read_raw, valid_rows
-from frauddetect.local_stack import EmbeddedStack, SqsDrain
+from frauddetect.local_stack import DEFAULT_SPARK_MASTER, EmbeddedStack, SqsDrain
 from frauddetect.features import LABEL_DELAY_DAYS
 from frauddetect.replay import plan_replay, produce_replay
 from frauddetect.stacks import StackSettings
+from frauddetect.stream.config import JobConfig
 
 log = logging.getLogger("frauddetect.demo")
 console = Console(stderr=True)
@@ -55,7 +56,8 @@ class DemoOptions:
     seed: int = 0
     alerts_per_day: float = 100
     timeout_s: float = 900
-    max_offsets_per_trigger: int = 50_000
+    max_offsets_per_trigger: int | None = JobConfig.model_fields["max_offsets_per_trigger"].default
+    spark_master: str = DEFAULT_SPARK_MASTER
     dbt: bool = True
     stack: StackSettings | None = None  # where Kafka and the AWS APIs are; None: the embedded stack
 
@@ -181,8 +183,8 @@ def run_demo(opts: DemoOptions) -> dict:
                           f"AWS APIs (moto) {stack.aws_endpoint_url}")
         else:
             console.print(stack.settings.describe())
-        with console.status("starting the Spark streaming job"):
-            stack.start_job(model_dir, state_bootstrap=bootstrap,
+        with console.status(f"starting the Spark streaming job on {opts.spark_master}"):
+            stack.start_job(model_dir, state_bootstrap=bootstrap, spark_master=opts.spark_master,
                             max_offsets_per_trigger=opts.max_offsets_per_trigger)
         stack.start_alert_lambda()
         producer = Producer(kafka_io.producer_config(stack.bootstrap_servers, **{"linger.ms": 5}))
@@ -196,7 +198,7 @@ def run_demo(opts: DemoOptions) -> dict:
             n_alerts = final["counts"]["alerts"]
             sns = progress.add_task("alerts delivered through SNS", total=n_alerts)
             stack.wait_delivered(n_alerts, on_poll=lambda n: progress.update(sns, completed=n))
-    summary = _summary(opts, raw, stats, stack.drain, final)
+    summary = _summary(opts, raw, plan, stats, stack, final)
     if opts.dbt:
         summary.update(_dbt_step(opts.workdir))
     return summary
@@ -226,7 +228,7 @@ def _progress() -> Progress:
                     console=console)
 
 
-def _summary(opts: DemoOptions, raw: pd.DataFrame, stats, drain: SqsDrain, final: dict) -> dict:
+def _summary(opts: DemoOptions, raw: pd.DataFrame, plan, stats, stack: EmbeddedStack, final: dict) -> dict:
     from frauddetect.evaluation import card_precision_top_k
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -246,18 +248,23 @@ def _summary(opts: DemoOptions, raw: pd.DataFrame, stats, drain: SqsDrain, final
     first = pd.Timestamp(stats.first_produced_at, unit="s", tz="UTC")
     last_scored = scored["scored_at"].max() if len(scored) else first
     elapsed = max((last_scored - first).total_seconds(), 1e-9)
-    produced = scored.set_index("transaction_id")["produced_at"]
+    # The records' Kafka timestamps are event times: latency starts at the producer's own clock.
+    tx_ids = plan.events.loc[plan.events["kind"] == "transaction", "transaction_id"].to_numpy()
+    produced = pd.Series(stats.produced_at, index=tx_ids)
+    produced = produced[~produced.index.duplicated()]
     lat = []
-    for m in drain.messages.values():
+    for m in stack.drain.messages.values():
         tid = (m.get("MessageAttributes", {}).get("transaction_id") or {}).get("Value")
         if tid in produced.index:
-            lat.append((pd.Timestamp(m["Timestamp"]) - produced[tid]).total_seconds() * 1000)
+            lat.append((pd.Timestamp(m["Timestamp"]).timestamp() - produced[tid]) * 1000)
+    state = stack.state_summary() or {}
+    events = stack.query_progress()
     summary = {
         "transactions": int(stats.transactions),
         "scored": int(len(scored)),
         "quarantined": int(len(q_tx)),
         "alerts": int(len(alerts)),
-        "sns_messages": int(len(drain.messages)),
+        "sns_messages": int(len(stack.drain.messages)),
         "throughput_tps": round(stats.transactions / elapsed, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat else None,
@@ -266,9 +273,15 @@ def _summary(opts: DemoOptions, raw: pd.DataFrame, stats, drain: SqsDrain, final
         "card_precision_at_100": round(float(cp), 4) if both else None,
         "model_version": str(scored["model_version"].iloc[0]) if len(scored) else None,
         "lake_uri": (lake.resolve()).as_uri(),
+        "spark_master": opts.spark_master,
+        "state_store": state.get("provider"),
+        "micro_batches": len({e["batchId"] for e in events}),
+        "state_rows": (state.get("card_rows", 0) + state.get("terminal_rows", 0)) if state else None,
+        "state_rows_by_operator": {k: state[k] for k in ("card_rows", "terminal_rows", "card_keys", "terminal_keys")
+                                   if k in state},
     }
     summary["labels_quarantined"] = int(final["counts"]["labels_quarantined"])
-    summary["state_rows"] = int(final["state_rows"])
+    summary["labels_waiting"] = int(final["counts"]["labels_waiting"])
     summary["duplicate_transaction_ids_in_lake"] = int(scored["transaction_id"].duplicated().sum())
     _print_summary(summary, q_tx)
     return summary

@@ -1,4 +1,5 @@
-"""The Fraud Detection Handbook's 15 transaction features: ONE implementation for stream, training and tests.
+"""The model's 19 transaction features (the handbook's 15 + 4 terminal sequence features): ONE implementation
+for the stream, training, the APIs and tests.
 
 Definitions (handbook ch. 3 "Baseline feature transformation"; ``../shared/data/handbook/README.md``):
 
@@ -20,18 +21,20 @@ assumes every label becomes known exactly d days after its transaction; labellin
 (``labels_from_ground_truth``) reproduces its published features, and a label that arrives later than d
 days (a late chargeback) only counts from its arrival on.
 
-The computation is vectorised (numpy searchsorted over (key, time) sorted arrays) and incremental: a
-:class:`FeatureState` holds the bounded history a micro-batch needs (37 days by default); the offline
-batch path is the same engine fed one big batch. Times are int64 microseconds since the Unix epoch (UTC).
+The computation is vectorised (numpy searchsorted over (key, time) sorted arrays) and split by key:
+:func:`card_features` needs only a card's history (30 days, :data:`CARD_RETENTION_US`) and
+:func:`terminal_features` only a terminal's history with its labels (37 days, :data:`TERMINAL_RETENTION_US`).
+The stream's card and terminal operators (``frauddetect.stream``) call them on the history their state holds
+for the keys of a micro-batch; :func:`offline_features` calls them once on a whole table. Times are int64
+microseconds since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 US_PER_DAY = 86_400 * 1_000_000
 LABEL_DELAY_DAYS = 7
@@ -81,19 +84,24 @@ FEATURE_COLUMNS: tuple[str, ...] = (*HANDBOOK_FEATURE_COLUMNS, *TERMINAL_SEQUENC
 """The model inputs, in the order the model takes them: the handbook's 15, then the terminal sequence
 features (19 in all)."""
 
-# The state's columns; `time_us`/`labeled_at_us` are int64 µs since epoch, `tx_fraud` int8 (0 = not known
-# to be fraud), `seq` int64 arrival order (breaks ties in time the way the event order does).
-_STATE_SCHEMA = {
-    "transaction_id": str,
-    "customer_id": str,
-    "terminal_id": str,
-    "time_us": np.int64,
-    "tx_amount": np.float64,
-    "tx_fraud": np.int8,
-    "labeled_at_us": np.int64,
-    "seq": np.int64,
-}
-_NO_LABEL = np.iinfo(np.int64).max
+CARD_FEATURE_COLUMNS: tuple[str, ...] = tuple(c for c in HANDBOOK_FEATURE_COLUMNS if c.startswith("customer_id_"))
+"""The 6 per-card window features (what the card side of the stream computes)."""
+
+TERMINAL_FEATURE_COLUMNS: tuple[str, ...] = (
+    *(c for c in HANDBOOK_FEATURE_COLUMNS if c.startswith("terminal_id_")),
+    *TERMINAL_SEQUENCE_COLUMNS,
+)
+"""The 10 per-terminal features: 6 windows with the label delay, then the 4 sequence features."""
+
+CARD_RETENTION_US = max(CUSTOMER_WINDOWS_DAYS) * US_PER_DAY
+"""How far before a row's time the card windows look (30 days): card rows older than the watermark minus this
+can no longer fall into any window."""
+
+TERMINAL_RETENTION_US = (LABEL_DELAY_DAYS + max(*TERMINAL_WINDOWS_DAYS, TERMINAL_SEQUENCE_DAYS)) * US_PER_DAY
+"""How far before a row's time the terminal features look (7 + 30 days)."""
+
+NO_LABEL = np.iinfo(np.int64).max
+"""``labeled_at_us`` of a transaction without a label."""
 _INT63 = 2**62  # headroom below int64's max for composite keys
 
 
@@ -302,198 +310,6 @@ def terminal_sequence_features(
     return out
 
 
-@dataclass
-class FeatureState:
-    """Bounded per-card and per-terminal history that turns micro-batches into the 15 features.
-
-    The state is a table of recent transactions (id, card, terminal, µs time, amount, fraud flag, time
-    the fraud label became known, arrival sequence). A transaction older than ``retention_us`` before the
-    newest event time seen (the watermark) can no longer be in any window and is evicted, so the state
-    holds about ``(30 + 7) days x transactions/day`` rows (bounded). Serialise with :meth:`to_arrow` /
-    :meth:`from_arrow` for checkpoints.
-    """
-
-    label_delay_us: int = LABEL_DELAY_DAYS * US_PER_DAY
-    customer_windows_us: tuple[int, ...] = tuple(w * US_PER_DAY for w in CUSTOMER_WINDOWS_DAYS)
-    terminal_windows_us: tuple[int, ...] = tuple(w * US_PER_DAY for w in TERMINAL_WINDOWS_DAYS)
-    allowed_lateness_us: int = 0
-    table: pd.DataFrame = field(default_factory=lambda: _empty_state())
-    watermark_us: int = np.iinfo(np.int64).min
-    next_seq: int = 0
-
-    @property
-    def retention_us(self) -> int:
-        """How far back from the watermark a transaction can still fall into some window (µs)."""
-        return (
-            max(
-                max(self.customer_windows_us),
-                self.label_delay_us + max(*self.terminal_windows_us, TERMINAL_SEQUENCE_DAYS * US_PER_DAY),
-            )
-            + self.allowed_lateness_us
-        )
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def known_transaction_ids(self) -> pd.Index:
-        """Index of the transaction ids held (for duplicate detection and label routing)."""
-        return pd.Index(self.table["transaction_id"])
-
-    def apply_labels(self, labels: pd.DataFrame) -> pd.Series:
-        """Record fraud labels on held transactions.
-
-        ``labels``: columns ``transaction_id`` (str), ``tx_fraud`` (0/1), ``labeled_at_us`` (int64 µs).
-        A later label for the same transaction replaces an earlier one (e.g. an analyst overturning a
-        chargeback). Returns a bool Series aligned with ``labels``: True where the transaction was found;
-        the caller quarantines the others (unknown or already evicted transaction).
-        """
-        if labels.empty:
-            return pd.Series([], dtype=bool, index=labels.index)
-        ordered = labels.sort_values("labeled_at_us", kind="stable")
-        pos = pd.Index(self.table["transaction_id"]).get_indexer(ordered["transaction_id"])
-        found = pos >= 0
-        if found.any():
-            # last label per transaction wins: positions repeat for re-labelled transactions
-            upd = pd.DataFrame(
-                {"pos": pos[found], "f": ordered["tx_fraud"].to_numpy()[found],
-                 "at": ordered["labeled_at_us"].to_numpy()[found]}
-            ).drop_duplicates("pos", keep="last")
-            fraud_col = self.table.columns.get_loc("tx_fraud")
-            at_col = self.table.columns.get_loc("labeled_at_us")
-            self.table.iloc[upd["pos"].to_numpy(), fraud_col] = upd["f"].to_numpy().astype(np.int8)
-            self.table.iloc[upd["pos"].to_numpy(), at_col] = upd["at"].to_numpy().astype(np.int64)
-        return pd.Series(found, index=ordered.index).reindex(labels.index)
-
-    def add_transactions(self, tx: pd.DataFrame) -> np.ndarray:
-        """Append transactions in event order and return their sequence numbers, shape (n,) int64.
-
-        ``tx``: columns ``transaction_id``, ``customer_id``, ``terminal_id`` (str), ``time_us`` (int64),
-        ``tx_amount`` (float64). The caller has already removed duplicates and too-late events.
-        """
-        seq = np.arange(self.next_seq, self.next_seq + len(tx), dtype=np.int64)
-        self.next_seq += len(tx)
-        new = pd.DataFrame(
-            {
-                "transaction_id": tx["transaction_id"].to_numpy(dtype=object),
-                "customer_id": tx["customer_id"].to_numpy(dtype=object),
-                "terminal_id": tx["terminal_id"].to_numpy(dtype=object),
-                "time_us": tx["time_us"].to_numpy(dtype=np.int64),
-                "tx_amount": tx["tx_amount"].to_numpy(dtype=np.float64),
-                "tx_fraud": np.zeros(len(tx), dtype=np.int8),
-                "labeled_at_us": np.full(len(tx), _NO_LABEL, dtype=np.int64),
-                "seq": seq,
-            }
-        )
-        self.table = new if self.table.empty else pd.concat([self.table, new], ignore_index=True)
-        if len(tx):
-            self.watermark_us = max(self.watermark_us, int(new["time_us"].max()))
-        return seq
-
-    def evict(self) -> int:
-        """Drop transactions that no window can reach any more; returns how many were dropped."""
-        if self.table.empty:
-            return 0
-        keep = self.table["time_us"].to_numpy() > self.watermark_us - self.retention_us
-        dropped = int((~keep).sum())
-        if dropped:
-            self.table = self.table.loc[keep].reset_index(drop=True)
-        return dropped
-
-    def features_for(self, seqs: np.ndarray) -> pd.DataFrame:
-        """The 15 features for held transactions with the given sequence numbers, shape (len(seqs), 15).
-
-        Uses every held transaction as history (the rows themselves included, per the definitions).
-        Returns a float64 DataFrame with columns :data:`FEATURE_COLUMNS`, in the order of ``seqs``.
-        """
-        tab = self.table
-        n = len(seqs)
-        if n == 0:
-            return pd.DataFrame({c: np.empty(0) for c in FEATURE_COLUMNS})
-        is_query = np.isin(tab["seq"].to_numpy(), seqs)
-        qrows = np.flatnonzero(is_query)
-        # restrict history to the keys the queries touch: cheaper sorts, same answers
-        cust_codes, cust_uniques = pd.factorize(tab["customer_id"], sort=False)
-        term_codes, _ = pd.factorize(tab["terminal_id"], sort=False)
-        t = tab["time_us"].to_numpy()
-        seq_all = tab["seq"].to_numpy()
-        amount = tab["tx_amount"].to_numpy()
-        out = pd.DataFrame(index=pd.Index(seq_all[qrows], name="seq"))
-        out["tx_amount"] = amount[qrows]
-        weekend, night = calendar_features(t[qrows])
-        out["tx_during_weekend"] = weekend.astype(np.float64)
-        out["tx_during_night"] = night.astype(np.float64)
-
-        # customers
-        touched_c = np.zeros(len(cust_uniques), dtype=bool)
-        touched_c[cust_codes[qrows]] = True
-        sel = np.flatnonzero(touched_c[cust_codes])
-        order = sel[np.lexsort((seq_all[sel], t[sel], cust_codes[sel]))]
-        cw = customer_window_features(
-            cust_codes[order], t[order], amount[order], is_query[order], list(self.customer_windows_us)
-        )
-        qseq_c = seq_all[order][is_query[order]]
-        for w_days, w in zip(CUSTOMER_WINDOWS_DAYS, self.customer_windows_us):
-            cnt, avg = cw[w]
-            out.loc[qseq_c, f"customer_id_nb_tx_{w_days}day_window"] = cnt
-            out.loc[qseq_c, f"customer_id_avg_amount_{w_days}day_window"] = avg
-
-        # terminals
-        t0 = int(t.min())
-        order_t = np.lexsort((seq_all, t, term_codes))
-        hist = _Keyed(term_codes[order_t], t[order_t] - t0)
-        fraud = tab["tx_fraud"].to_numpy() == 1
-        labeled_at = tab["labeled_at_us"].to_numpy()
-        queries = _Keyed(term_codes[qrows], t[qrows] - t0)
-        tw = terminal_window_features(
-            hist,
-            term_codes[fraud],
-            np.maximum(labeled_at[fraud] - t0, 0),
-            t[fraud] - t0,
-            queries,
-            self.label_delay_us,
-            list(self.terminal_windows_us),
-        )
-        for w_days, w in zip(TERMINAL_WINDOWS_DAYS, self.terminal_windows_us):
-            cnt, risk = tw[w]
-            out[f"terminal_id_nb_tx_{w_days}day_window"] = cnt
-            out[f"terminal_id_risk_{w_days}day_window"] = risk
-        sequence = terminal_sequence_features(
-            hist,
-            fraud[order_t],
-            labeled_at[order_t] - t0,
-            queries,
-            self.label_delay_us,
-            TERMINAL_SEQUENCE_DAYS * US_PER_DAY,
-        )
-        for name, values in sequence.items():
-            out[name] = values
-        return out.loc[seqs, list(FEATURE_COLUMNS)].reset_index(drop=True).astype(np.float64)
-
-    def to_arrow(self) -> pa.Table:
-        """The state as an Arrow table (for a checkpoint file); watermark and next seq in its metadata."""
-        table = pa.Table.from_pandas(self.table, preserve_index=False)
-        meta = {b"watermark_us": str(self.watermark_us).encode(), b"next_seq": str(self.next_seq).encode()}
-        return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-
-    @classmethod
-    def from_arrow(cls, table: pa.Table, **settings) -> "FeatureState":
-        """Rebuild a state written by :meth:`to_arrow`; ``settings`` as for the constructor."""
-        meta = table.schema.metadata or {}
-        frame = table.to_pandas()
-        for col, dtype in _STATE_SCHEMA.items():
-            frame[col] = frame[col].astype(dtype)
-        return cls(
-            table=frame,
-            watermark_us=int(meta.get(b"watermark_us", np.iinfo(np.int64).min)),
-            next_seq=int(meta.get(b"next_seq", len(frame))),
-            **settings,
-        )
-
-
-def _empty_state() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in _STATE_SCHEMA.items()})
-
-
 def labels_from_ground_truth(
     tx: pd.DataFrame, delay_us: int = LABEL_DELAY_DAYS * US_PER_DAY
 ) -> pd.DataFrame:
@@ -511,42 +327,140 @@ def labels_from_ground_truth(
     )
 
 
-def state_input(tx: pd.DataFrame) -> pd.DataFrame:
-    """Canonical transactions -> the columns :meth:`FeatureState.add_transactions` takes (same index).
 
-    ``tx``: ``transaction_id``, ``customer_id``, ``terminal_id`` (any type, stored as str),
-    ``tx_datetime`` (UTC or naive-as-UTC), ``tx_amount``. Raises ValueError on missing times.
+
+def card_features(
+    customer_id: np.ndarray, time_us: np.ndarray, tx_amount: np.ndarray, seq: np.ndarray, query: np.ndarray
+) -> pd.DataFrame:
+    """The :data:`CARD_FEATURE_COLUMNS` of the rows flagged in ``query``, over all the rows given.
+
+    The rows are a card history that includes the query rows themselves, in any order: ``customer_id``
+    (card ids, any hashable), ``time_us`` (int64 µs), ``tx_amount`` (float64), ``seq`` (int64 arrival order,
+    which breaks ties in time: of rows with the same time only those that arrived before a row are in its
+    windows) and ``query`` (bool), all of shape (n,). Returns a float64 frame of shape (query.sum(), 6) in
+    the order of ``np.flatnonzero(query)``.
     """
-    return pd.DataFrame(
-        {
-            "transaction_id": tx["transaction_id"].astype(str).to_numpy(dtype=object),
-            "customer_id": tx["customer_id"].astype(str).to_numpy(dtype=object),
-            "terminal_id": tx["terminal_id"].astype(str).to_numpy(dtype=object),
-            "time_us": to_epoch_us(tx["tx_datetime"]),
-            "tx_amount": tx["tx_amount"].to_numpy(dtype=np.float64),
-        },
-        index=tx.index,
-    )
+    n_query = int(np.count_nonzero(query))
+    if n_query == 0:
+        return pd.DataFrame({c: np.empty(0) for c in CARD_FEATURE_COLUMNS})
+    codes, _ = pd.factorize(pd.Series(customer_id, dtype=object), sort=False)
+    t = np.asarray(time_us, dtype=np.int64)
+    order = np.lexsort((np.asarray(seq, dtype=np.int64), t, codes))
+    windows = [w * US_PER_DAY for w in CUSTOMER_WINDOWS_DAYS]
+    q_sorted = np.asarray(query, dtype=bool)[order]
+    got = customer_window_features(codes[order], t[order], np.asarray(tx_amount, np.float64)[order], q_sorted,
+                                   windows)
+    # customer_window_features answers in sorted order; put the answers back in the caller's order.
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    rank = np.argsort(np.argsort(position[np.flatnonzero(query)], kind="stable"), kind="stable")
+    out = {}
+    for w_days, w in zip(CUSTOMER_WINDOWS_DAYS, windows):
+        count, mean = got[w]
+        out[f"customer_id_nb_tx_{w_days}day_window"] = count[rank]
+        out[f"customer_id_avg_amount_{w_days}day_window"] = mean[rank]
+    return pd.DataFrame(out)[list(CARD_FEATURE_COLUMNS)]
+
+
+def terminal_features(
+    terminal_id: np.ndarray,
+    transaction_id: np.ndarray,
+    time_us: np.ndarray,
+    tx_fraud: np.ndarray,
+    labeled_at_us: np.ndarray,
+    query: np.ndarray,
+) -> pd.DataFrame:
+    """The :data:`TERMINAL_FEATURE_COLUMNS` of the rows flagged in ``query``, over all the rows given.
+
+    The rows are a terminal history that includes the query rows, in any order: ``terminal_id``,
+    ``transaction_id`` (which breaks ties in time for the sequence features, so the answer does not depend
+    on arrival order), ``time_us`` (int64 µs), ``tx_fraud`` (1 where the transaction's latest label says
+    fraud) and ``labeled_at_us`` (int64 µs the latest label became known, :data:`NO_LABEL` without one) and
+    ``query`` (bool), all of shape (n,). A fraud counts for a query at time t only if its ``labeled_at`` <= t.
+    Returns a float64 frame of shape (query.sum(), 10) in the order of ``np.flatnonzero(query)``.
+    Raises OverflowError when one call holds too many terminals for int64 composite keys.
+    """
+    qrows = np.flatnonzero(query)
+    if len(qrows) == 0:
+        return pd.DataFrame({c: np.empty(0) for c in TERMINAL_FEATURE_COLUMNS})
+    codes, _ = pd.factorize(pd.Series(terminal_id, dtype=object), sort=False)
+    ties, _ = pd.factorize(pd.Series(transaction_id, dtype=object), sort=True)
+    t = np.asarray(time_us, dtype=np.int64)
+    t0 = int(t.min())
+    fraud = np.asarray(tx_fraud) == 1
+    labeled_at = np.asarray(labeled_at_us, dtype=np.int64)
+    order = np.lexsort((ties, t, codes))
+    hist = _Keyed(codes[order], t[order] - t0)
+    queries = _Keyed(codes[qrows], t[qrows] - t0)
+    delay = LABEL_DELAY_DAYS * US_PER_DAY
+    windows = [w * US_PER_DAY for w in TERMINAL_WINDOWS_DAYS]
+    out: dict[str, np.ndarray] = {}
+    got = terminal_window_features(hist, codes[fraud], np.maximum(labeled_at[fraud] - t0, 0), t[fraud] - t0,
+                                   queries, delay, windows)
+    for w_days, w in zip(TERMINAL_WINDOWS_DAYS, windows):
+        out[f"terminal_id_nb_tx_{w_days}day_window"], out[f"terminal_id_risk_{w_days}day_window"] = got[w]
+    relative_labeled_at = np.where(labeled_at == NO_LABEL, NO_LABEL, labeled_at - t0)
+    out.update(terminal_sequence_features(hist, fraud[order], relative_labeled_at[order], queries, delay,
+                                          TERMINAL_SEQUENCE_DAYS * US_PER_DAY))
+    return pd.DataFrame(out)[list(TERMINAL_FEATURE_COLUMNS)]
+
+
+def model_features(time_us: np.ndarray, tx_amount: np.ndarray, card: pd.DataFrame, terminal: pd.DataFrame) -> pd.DataFrame:
+    """The model's inputs, :data:`FEATURE_COLUMNS` in order, float64 of shape (n, 19).
+
+    ``time_us``/``tx_amount``: shape (n,); ``card``/``terminal``: the outputs of :func:`card_features` and
+    :func:`terminal_features` for the same n rows, in the same order.
+    """
+    weekend, night = calendar_features(np.asarray(time_us, dtype=np.int64))
+    out = pd.DataFrame({"tx_amount": np.asarray(tx_amount, dtype=np.float64),
+                        "tx_during_weekend": weekend.astype(np.float64),
+                        "tx_during_night": night.astype(np.float64)})
+    for frame in (card, terminal):
+        for col in frame.columns:
+            out[col] = frame[col].to_numpy(dtype=np.float64)
+    return out[list(FEATURE_COLUMNS)]
+
+
+def latest_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """One label per transaction: the one with the latest ``labeled_at_us`` (of equal times, the last row).
+
+    ``labels``: ``transaction_id``, ``tx_fraud`` (0/1), ``labeled_at_us`` (int64 µs), in arrival order.
+    Returns the same columns, one row per transaction id.
+    """
+    ordered = labels.reset_index(drop=True)
+    ordered = ordered.iloc[np.lexsort((np.arange(len(ordered)), ordered["labeled_at_us"].to_numpy()))]
+    return ordered.drop_duplicates("transaction_id", keep="last")[["transaction_id", "tx_fraud", "labeled_at_us"]]
 
 
 def offline_features(tx: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Batch (offline) features for a whole table of transactions, through the streaming engine.
+    """Batch (offline) features for a whole table of transactions, with the functions the stream uses.
 
     ``tx``: canonical transactions (``frauddetect.data``): ``transaction_id``, ``tx_datetime`` (UTC),
     ``customer_id``, ``terminal_id``, ``tx_amount`` and, when ``labels`` is None, ``tx_fraud`` (labels are
-    then taken as known 7 days after each transaction, as in the handbook). Rows are processed in event
-    order (time, then input order). Returns a DataFrame aligned with ``tx``'s rows (same index) with
-    ``transaction_id`` and the 15 :data:`FEATURE_COLUMNS` as float64.
-    Raises ValueError on missing times.
+    then taken as known 7 days after each transaction, as in the handbook). ``labels``: ``transaction_id``,
+    ``tx_fraud``, ``labeled_at_us`` (the latest per transaction counts, :func:`latest_labels`). Ties in time
+    on a card are broken by input order (the order a producer would publish them in). Returns a DataFrame
+    aligned with ``tx``'s rows (same index) with ``transaction_id`` and the 19 :data:`FEATURE_COLUMNS` as
+    float64. Raises ValueError on missing times.
     """
     if labels is None:
         labels = labels_from_ground_truth(tx)
-    state = FeatureState()
-    frame = state_input(tx)
-    order = np.lexsort((np.arange(len(frame)), frame["time_us"].to_numpy()))
-    seqs = state.add_transactions(frame.iloc[order])
-    state.apply_labels(labels)
-    feats = state.features_for(seqs)
-    feats.index = frame.index[order]
-    feats.insert(0, "transaction_id", frame["transaction_id"])
-    return feats.loc[tx.index]
+    time_us = to_epoch_us(tx["tx_datetime"])
+    tids = tx["transaction_id"].astype(str).to_numpy(dtype=object)
+    known = latest_labels(labels.assign(transaction_id=labels["transaction_id"].astype(str)))
+    pos = pd.Index(known["transaction_id"].to_numpy(dtype=object), dtype=object).get_indexer(tids)
+    fraud = np.zeros(len(tids), dtype=np.int8)
+    labeled_at = np.full(len(tids), NO_LABEL, dtype=np.int64)
+    has = pos >= 0
+    fraud[has] = known["tx_fraud"].to_numpy(dtype=np.int8)[pos[has]]
+    labeled_at[has] = known["labeled_at_us"].to_numpy(dtype=np.int64)[pos[has]]
+    query = np.ones(len(tx), dtype=bool)
+    seq = np.arange(len(tx), dtype=np.int64)
+    card = card_features(tx["customer_id"].astype(str).to_numpy(dtype=object), time_us,
+                         tx["tx_amount"].to_numpy(dtype=np.float64), seq, query)
+    terminal = terminal_features(tx["terminal_id"].astype(str).to_numpy(dtype=object), tids, time_us, fraud,
+                                 labeled_at, query)
+    feats = model_features(time_us, tx["tx_amount"].to_numpy(dtype=np.float64), card, terminal)
+    feats.index = tx.index
+    feats.insert(0, "transaction_id", tids)
+    return feats

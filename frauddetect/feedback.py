@@ -8,10 +8,21 @@ the feature state: a ``fraud`` verdict makes the transaction count as a fraud in
 (``frauddetect.features``); a ``genuine`` verdict replaces an earlier fraud label (e.g. overturns a
 chargeback) from its arrival on.
 
+The request names the transaction's terminal and card: ``terminal_id`` and ``customer_id``, copied from the
+alert the analyst judged (:class:`frauddetect.alerts.AlertEvent` has both; notifications only show them
+masked). The label carries them (:class:`~frauddetect.schemas.LabelEvent` requires them) because the
+streaming job routes each label to the stateful operator of its terminal and finds the transaction there
+by (``terminal_id``, ``transaction_id``). A label whose transaction the stream never saw on that terminal
+waits, and is quarantined with reason "label for an unknown transaction" once the watermark passes its
+``labeled_at``: a wrong terminal id is accepted here (202) but does not silently do nothing, it ends up
+in the quarantine.
+
 Everything here is pure (no AWS, no Kafka, no clock): the caller passes the time the request was received.
 
 Privacy: the only free text, ``note``, goes through :func:`redact_card_numbers` before it leaves, and
 :class:`InvalidVerdict` / :func:`describe_validation_error` never quote input values, so both are log-safe.
+``terminal_id`` and ``customer_id`` are sensitive ids (alerts only ever show them masked): they go into the
+label record, which needs them, and nowhere else; never log them.
 """
 
 from __future__ import annotations
@@ -81,6 +92,12 @@ class VerdictRequest(BaseModel):
     Fields:
         transaction_id: the transaction judged (the alert's ``transaction_id``); 1..128 characters, no
             control characters. JSON string only (a number is rejected, not converted).
+        terminal_id: the transaction's terminal (merchant) id, the alert's ``terminal_id`` (same rules as
+            ``transaction_id``). The stream looks the transaction up on this terminal; a label for a
+            transaction it never saw there is quarantined ("label for an unknown transaction") once the
+            watermark passes its ``labeled_at``. Sensitive: never logged.
+        customer_id: the transaction's card/customer id, the alert's ``customer_id`` (same rules as
+            ``transaction_id``). Sensitive: never logged.
         verdict: ``"fraud"`` or ``"genuine"`` (lowercase).
         analyst_id: who decided (see :data:`AnalystId`); part of the idempotency key.
         note: optional free text, at most :data:`MAX_NOTE_CHARS` characters; card numbers in it are masked
@@ -96,6 +113,8 @@ class VerdictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     transaction_id: Identifier
+    terminal_id: Identifier
+    customer_id: Identifier
     verdict: Verdict
     analyst_id: AnalystId
     note: Note | None = None
@@ -117,9 +136,10 @@ class LabelRecord:
         topic: ``labels``.
         key: the transaction id, UTF-8 (the topic's contract: labels are keyed by transaction id).
         value: compact UTF-8 JSON: the :class:`~frauddetect.schemas.LabelEvent` fields
-            (``transaction_id``, ``tx_fraud``, ``labeled_at``, ``source``) plus ``verdict``,
-            ``analyst_id``, ``received_at`` and, when given, the redacted ``note`` (extra fields the
-            LabelEvent contract ignores; kept for audit in the topic).
+            (``transaction_id``, ``tx_fraud``, ``labeled_at``, ``source``, ``terminal_id``,
+            ``customer_id``; the two ids as the request gave them, unmasked, since the stream routes the label
+            by them) plus ``verdict``, ``analyst_id``, ``received_at`` and, when given, the redacted ``note``
+            (extra fields the LabelEvent contract ignores; kept for audit in the topic).
         label: the LabelEvent the value carries (validated).
     """
 
@@ -179,6 +199,8 @@ def label_record(
         "tx_fraud": _TX_FRAUD[request.verdict],
         "labeled_at": _iso_z(labeled_at),
         "source": source_for(request.analyst_id),
+        "terminal_id": request.terminal_id,
+        "customer_id": request.customer_id,
         "verdict": request.verdict,
         "analyst_id": request.analyst_id,
         "received_at": _iso_z(received_at),

@@ -95,7 +95,7 @@ def msk_iam_settings(region: str) -> dict[str, Any]:
 KafkaAuth = Literal["none", "msk-iam"]
 KAFKA_AUTH_MODES: tuple[str, ...] = get_args(KafkaAuth)
 
-#: Options of the ``kafka_confluent`` Spark source (frauddetect.kafka_source) that carry the auth mode and
+#: Options of the ``kafka_confluent`` Spark source (frauddetect.stream.source) that carry the auth mode and
 #: region. Strings, because Spark ships source options to other processes as strings: each process builds
 #: its own :func:`auth_settings` (with its oauth callback) from them.
 SOURCE_AUTH_OPTION = "auth"

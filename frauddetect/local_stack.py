@@ -33,6 +33,10 @@ from frauddetect.stacks import StackNotSupported, StackSettings, check_reachable
 log = logging.getLogger("frauddetect.local_stack")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+TOPIC_PARTITIONS = {TRANSACTIONS_TOPIC: 4, LABELS_TOPIC: 2, ALERTS_TOPIC: 2, QUARANTINE_TOPIC: 2}
+"""Partitions of the topics the local stacks create: several, so the job's sources read on several executors."""
+DEFAULT_SPARK_MASTER = "local[2]"
+
 
 class SqsDrain(threading.Thread):
     """Receives every SNS envelope delivered to the proof-of-delivery queue (by SNS ``MessageId``)."""
@@ -127,8 +131,9 @@ class EmbeddedStack(contextlib.AbstractContextManager):
                 check_reachable(self.settings)  # fails in seconds, naming the service that is missing
                 self.bootstrap_servers = self.settings.bootstrap_servers
                 self.aws_endpoint_url = self.settings.aws_endpoint_url
-            kafka_io.ensure_topics(self.bootstrap_servers,
-                                   [TRANSACTIONS_TOPIC, LABELS_TOPIC, ALERTS_TOPIC, QUARANTINE_TOPIC])
+            for partitions in sorted(set(TOPIC_PARTITIONS.values())):
+                kafka_io.ensure_topics(self.bootstrap_servers,
+                                       [t for t, n in TOPIC_PARTITIONS.items() if n == partitions], partitions=partitions)
             self.resources = ensure_local_resources(self.aws_endpoint_url, region=self.settings.region)
             os.environ.update(self.resources.lambda_environment())
             if self.settings.starts_services:
@@ -162,26 +167,25 @@ class EmbeddedStack(contextlib.AbstractContextManager):
     def job_log(self) -> Path:
         return self.logs / "streaming_job.log"
 
-    def start_job(self, model_dir: Path, *, state_bootstrap: str | Path = "none",
-                  max_offsets_per_trigger: int = 50_000, wait_ready: float = 300) -> subprocess.Popen:
-        """Start (or restart, from its checkpoint) the streaming job; wait until its query runs."""
+    def start_job(self, model_dir: Path, *, state_bootstrap: str | Path | None = None,
+                  spark_master: str = DEFAULT_SPARK_MASTER, wait_ready: float = 300, **settings) -> subprocess.Popen:
+        """Start (or restart, from its checkpoint) the streaming job on ``spark_master``; wait until its query
+        runs. ``settings``: further :class:`~frauddetect.stream.config.JobConfig` fields
+        (``max_offsets_per_trigger``, ...). Raises RuntimeError if the job exits first."""
+        from frauddetect.stream.config import JobConfig
+
         ready = self.checkpoints / "ready.json"
         ready.unlink(missing_ok=True)
+        config = JobConfig(bootstrap_servers=self.bootstrap_servers, lake_uri=str(self.workdir / "lake"),
+                           checkpoint_uri=str(self.checkpoints), model_dir=str(model_dir),
+                           state_bootstrap=str(state_bootstrap) if state_bootstrap else None, **settings)
         script = REPO_ROOT / "glue_jobs" / "streaming_job.py"
-        entry = [str(script)] if script.exists() else ["-m", "frauddetect.streaming"]
-        cmd = [
-            sys.executable, *entry,
-            "--bootstrap-servers", self.bootstrap_servers,
-            "--lake-uri", str(self.workdir / "lake"),
-            "--checkpoint-uri", str(self.checkpoints),
-            "--model-dir", str(model_dir),
-            "--state-bootstrap", str(state_bootstrap),
-            "--max-offsets-per-trigger", str(max_offsets_per_trigger),
-        ]
+        entry = [str(script)] if script.exists() else ["-m", "frauddetect.stream.job"]
+        cmd = [sys.executable, *entry, *config.to_argv(), "--master", spark_master]
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                "SPARK_LOCAL_IP": "127.0.0.1"}
         # Own session: Ctrl-C reaches only this process, which stops the job gracefully, and a kill of the
-        # job's process group takes its JVM and workers with it; PDEATHSIG covers a parent killed outright.
+        # job's process group takes its JVMs and workers with it; PDEATHSIG covers a parent killed outright.
         in_main = threading.current_thread() is threading.main_thread()
         with open(self.job_log, "ab") as out:
             self.job = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -189,7 +193,7 @@ class EmbeddedStack(contextlib.AbstractContextManager):
         wait_for(ready.exists, wait_ready, "the streaming job to start", self.job, self.job_log)
         return self.job
 
-    def stop_job(self, timeout: float = 60) -> None:
+    def stop_job(self, timeout: float = 180) -> None:
         """Stop the job gracefully (SIGTERM: the current micro-batch completes), SIGKILL after ``timeout``."""
         job = self.job
         if job is None or job.poll() is not None:
@@ -209,11 +213,27 @@ class EmbeddedStack(contextlib.AbstractContextManager):
 
     def progress(self) -> dict | None:
         """The job's cumulative progress after its newest completed micro-batch (None before the first)."""
-        files = sorted((self.checkpoints / "state").glob("progress-*.json"))
+        files = sorted((self.checkpoints / "progress").glob("batch-*.json"))
         for f in reversed(files):
             with contextlib.suppress(json.JSONDecodeError, FileNotFoundError):
                 return json.loads(f.read_text())
         return None
+
+    def query_progress(self) -> list[dict]:
+        """Spark's progress events of the job's query, oldest first (every run of the job in this workdir)."""
+        path = self.checkpoints / "query_progress.jsonl"
+        if not path.exists():
+            return []
+        events = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
+
+    def state_summary(self) -> dict | None:
+        """What the job read from its state with Spark's State Data Source when it stopped (None before)."""
+        path = self.checkpoints / "state_summary.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def wait_processed(self, n_transactions: int, timeout: float, on_poll=None) -> dict:
         """Wait until the job has consumed ``n_transactions`` transaction records; returns its progress."""

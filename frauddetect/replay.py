@@ -4,10 +4,13 @@ Each transaction in ``[start, end]`` is published at its event time; each label 
 released ``label_delay`` after its transaction (transactions from ``start - label_delay`` on, so that the
 labels the stream needs on its first day arrive too), and both streams are merged in event-time order.
 
-Ordering guarantee the stream relies on: events are produced in chunks of event time; in each chunk the
-labels go first and are flushed (acknowledged by the broker) before the chunk's transactions are
-produced. With a source that reads ``transactions`` before ``labels`` (``frauddetect.kafka_source``), every
-label released at or before a transaction's time is in the same micro-batch or an earlier one.
+Ordering: events are produced in chunks of event time; in each chunk the labels go first and are flushed
+(acknowledged by the broker) before the chunk's transactions are produced, so every label released at or
+before a transaction's time is produced before it -- the rule under which the stream's features equal the
+offline ones (``docs/architecture.md``). Every record's Kafka timestamp is its event time (the
+transaction's time, the label's release), as a producer at the card network stamps it; the stream judges
+future-dated events against it. Labels carry the transaction's ``terminal_id`` and ``customer_id`` (the
+label contract's routing fields).
 
 Values are passed through as they are in the input (a non-numeric amount stays a string, a missing field is
 left out), so bad records reach the stream's validation and are quarantined there, not here.
@@ -36,9 +39,9 @@ LABEL_SOURCE = "replayed_ground_truth"
 class ReplayPlan:
     """The merged event stream, in the order it is produced.
 
-    ``events``: one row per event with ``kind`` ('label' | 'transaction'), ``event_time`` (UTC),
-    ``key`` (str) and ``value`` (JSON str); ``transaction_ids``: ids of the replayed transactions
-    (str; may include bad rows, which the stream quarantines).
+    ``events``: one row per event with ``kind`` ('label' | 'transaction'), ``event_time`` (UTC), ``key``
+    (str), ``value`` (JSON str), ``timestamp_ms`` (the record's Kafka timestamp, int64 ms) and
+    ``transaction_id`` (the id the event is about, as in the input).
     """
 
     events: pd.DataFrame
@@ -122,9 +125,10 @@ def plan_replay(
             "pos": np.arange(len(tx)),
             "key": tx["CUSTOMER_ID"].astype(str).to_numpy(),
             "value": [_transaction_json(r) for r in tx.to_dict("records")],
+            "transaction_id": tx["TRANSACTION_ID"].astype(str).to_numpy(),
         }
     )
-    label_events = pd.DataFrame(columns=["kind", "event_time", "rank", "pos", "key", "value"])
+    label_events = pd.DataFrame(columns=["kind", "event_time", "rank", "pos", "key", "value", "transaction_id"])
     if "TX_FRAUD" in raw.columns:
         fraud = pd.to_numeric(raw["TX_FRAUD"], errors="coerce")
         release = times + delay
@@ -133,6 +137,8 @@ def plan_replay(
         rel = release[ok.to_numpy()]
         iso = rel.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_numpy()
         ids = lab["TRANSACTION_ID"].astype(str).to_numpy()
+        terminals = lab["TERMINAL_ID"].astype(str).to_numpy()
+        customers = lab["CUSTOMER_ID"].astype(str).to_numpy()
         flags = fraud[ok.to_numpy()].astype(int).to_numpy()
         label_events = pd.DataFrame(
             {
@@ -142,25 +148,31 @@ def plan_replay(
                 "pos": np.arange(len(lab)),
                 "key": ids,
                 "value": [
-                    f'{{"transaction_id":"{i}","tx_fraud":{f},"labeled_at":"{t}","source":"{LABEL_SOURCE}"}}'
-                    for i, f, t in zip(ids, flags, iso)
+                    json.dumps({"transaction_id": i, "tx_fraud": int(f), "labeled_at": t, "source": LABEL_SOURCE,
+                                "terminal_id": m, "customer_id": c}, separators=(",", ":"))
+                    for i, f, t, m, c in zip(ids, flags, iso, terminals, customers)
                 ],
+                "transaction_id": ids,
             }
         )
     events = pd.concat([label_events, tx_events], ignore_index=True)
     events = events.sort_values(["event_time", "rank", "pos"], kind="stable").reset_index(drop=True)
-    return ReplayPlan(events=events[["kind", "event_time", "key", "value"]], n_transactions=len(tx_events),
-                      n_labels=len(label_events))
+    events["timestamp_ms"] = pd.to_datetime(events["event_time"], utc=True).dt.as_unit("ms").astype("int64")
+    return ReplayPlan(events=events[["kind", "event_time", "key", "value", "timestamp_ms", "transaction_id"]],
+                      n_transactions=len(tx_events), n_labels=len(label_events))
 
 
 @dataclass
 class ReplayStats:
-    """What the producer did: counts and wall-clock bounds (seconds since epoch)."""
+    """What the producer did: counts, wall-clock bounds (seconds since epoch) and, per transaction record in
+    the order produced, its key and the wall-clock time it was handed to the producer (for latency: the
+    records' Kafka timestamps are event times)."""
 
     transactions: int
     labels: int
     first_produced_at: float
     last_produced_at: float
+    produced_at: np.ndarray | None = None
 
 
 def produce_replay(
@@ -188,6 +200,8 @@ def produce_replay(
     kinds = plan.events["kind"].to_numpy()
     keys = plan.events["key"].to_numpy()
     values = plan.events["value"].to_numpy()
+    stamps = plan.events["timestamp_ms"].to_numpy(dtype=np.int64)
+    produced_at = np.zeros(int((kinds == "transaction").sum()), dtype=np.float64)
     is_tx = kinds == "transaction"
     # chunk boundaries: every `chunk_transactions` transactions
     tx_index = np.cumsum(is_tx) - is_tx
@@ -202,7 +216,8 @@ def produce_replay(
         sel = np.arange(s, e)
         labels = sel[~is_tx[s:e]]
         for i in labels:
-            producer.produce(LABELS_TOPIC, key=keys[i], value=values[i], on_delivery=delivery)
+            producer.produce(LABELS_TOPIC, key=keys[i], value=values[i], timestamp=int(stamps[i]),
+                             on_delivery=delivery)
         if len(labels):
             producer.flush()
         for i in sel[is_tx[s:e]]:
@@ -212,11 +227,13 @@ def produce_replay(
                     time.sleep(wait)
             while True:
                 try:
-                    producer.produce(TRANSACTIONS_TOPIC, key=keys[i], value=values[i], on_delivery=delivery)
+                    producer.produce(TRANSACTIONS_TOPIC, key=keys[i], value=values[i], timestamp=int(stamps[i]),
+                                     on_delivery=delivery)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     producer.poll(0.05)
             now = time.time()
+            produced_at[sent_tx] = now
             first = first or now
             last = now
             sent_tx += 1
@@ -233,4 +250,5 @@ def produce_replay(
         labels=int((~is_tx).sum()),
         first_produced_at=first or time.time(),
         last_produced_at=last or time.time(),
+        produced_at=produced_at,
     )

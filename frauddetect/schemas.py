@@ -5,7 +5,9 @@
   ``terminal_id`` (str), ``tx_amount`` (decimal currency units, >= 0, fits DECIMAL(38, 18)); other fields are
   ignored.
 - Label event (topic ``labels``, key = transaction id): ``transaction_id``, ``tx_fraud`` (0/1),
-  ``labeled_at`` (ISO-8601 UTC), ``source`` (e.g. ``chargeback``, ``analyst``).
+  ``labeled_at`` (ISO-8601 UTC), ``source`` (e.g. ``chargeback``, ``analyst``), and the labelled
+  transaction's ``terminal_id`` and ``customer_id``: the stream routes a label to the terminal that holds its
+  transaction (a chargeback names the merchant; an analyst's verdict comes from an alert that has both).
 
 Validation never raises on bad input: :func:`parse_transactions` and :func:`parse_labels` split a
 micro-batch into valid rows and quarantine rows carrying a human-readable reason.
@@ -13,6 +15,7 @@ micro-batch into valid rows and quarantine rows carrying a human-readable reason
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,7 +23,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # DECIMAL(38, 18): the widest decimal Spark, Glue and Athena hold. Amounts from float sources carry
 # representation noise (the handbook's 85.64999999999999), so a cents-only rule would reject real data.
@@ -31,7 +34,18 @@ Amount = Annotated[
     Decimal,
     Field(ge=0, max_digits=MAX_AMOUNT_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, allow_inf_nan=False),
 ]
-Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+# No control characters: ids travel in Kafka keys, log lines and the stream's packed state
+# (frauddetect.stream.keyed_state.RowPack joins strings with a control character).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_chars(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_control_chars)]
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -55,14 +69,17 @@ class TransactionEvent(BaseModel):
 
 
 class LabelEvent(BaseModel):
-    """A fraud label (chargeback, analyst verdict, or replayed ground truth) for one transaction."""
+    """A fraud label (chargeback, analyst verdict, or replayed ground truth) for one transaction, with the
+    transaction's terminal and card, by which the stream finds the transaction."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     transaction_id: Identifier
     tx_fraud: Literal[0, 1]
     labeled_at: AwareDatetime
-    source: Annotated[str, Field(min_length=1, max_length=64)]
+    source: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_control_chars)]
+    terminal_id: Identifier
+    customer_id: Identifier
 
     _utc = field_validator("labeled_at")(_require_utc)
 
@@ -115,7 +132,8 @@ def parse_labels(values: Sequence[bytes | None]) -> tuple[pd.DataFrame, list[tup
     """Validate raw Kafka values of the ``labels`` topic.
 
     Returns ``(valid, rejected)``: ``valid`` columns ``pos``, ``transaction_id`` (str), ``tx_fraud``
-    (int8), ``labeled_at_us`` (int64 µs since epoch), ``source`` (str); ``rejected`` lists ``(pos, reason)``.
+    (int8), ``labeled_at_us`` (int64 µs since epoch), ``source``, ``terminal_id``, ``customer_id`` (str);
+    ``rejected`` lists ``(pos, reason)``.
     """
     rows: list[tuple] = []
     rejected: list[tuple[int, str]] = []
@@ -128,9 +146,11 @@ def parse_labels(values: Sequence[bytes | None]) -> tuple[pd.DataFrame, list[tup
         except ValidationError as exc:
             rejected.append((pos, _reason(exc)))
             continue
-        rows.append((pos, ev.transaction_id, ev.tx_fraud, _epoch_us(ev.labeled_at), ev.source))
-    valid = pd.DataFrame(rows, columns=["pos", "transaction_id", "tx_fraud", "labeled_at_us", "source"]).astype(
-        {"pos": np.int64, "tx_fraud": np.int8, "labeled_at_us": np.int64}
-    )
-    valid["transaction_id"] = valid["transaction_id"].astype(object)
+        rows.append((pos, ev.transaction_id, ev.tx_fraud, _epoch_us(ev.labeled_at), ev.source, ev.terminal_id,
+                     ev.customer_id))
+    valid = pd.DataFrame(
+        rows, columns=["pos", "transaction_id", "tx_fraud", "labeled_at_us", "source", "terminal_id", "customer_id"]
+    ).astype({"pos": np.int64, "tx_fraud": np.int8, "labeled_at_us": np.int64})
+    for col in ("transaction_id", "source", "terminal_id", "customer_id"):
+        valid[col] = valid[col].astype(object)
     return valid, rejected

@@ -1,9 +1,9 @@
-"""Glue 6.0 / local entry point of the streaming job (thin: all logic is in ``frauddetect.streaming``).
+"""Glue 6.0 / local entry point of the streaming job (thin: the job is ``frauddetect.stream``).
 
-Locally (``frauddetect demo`` runs this file): ``python glue_jobs/streaming_job.py --bootstrap-servers ...``.
-On AWS Glue the job arguments arrive in the same ``--name value`` form, plus Glue's own (``--JOB_NAME`` ...)
-which are dropped here; the source there is Spark's ``kafka`` format reading MSK (``--source-format kafka``,
-``--kafka-auth msk-iam``).
+Locally (``frauddetect demo`` runs this file): ``python glue_jobs/streaming_job.py --bootstrap-servers ...
+--master local-cluster[2,1,1024]``. On AWS Glue the job arguments arrive in the same ``--name value`` form,
+plus Glue's own (``--JOB_NAME`` ...) which are dropped here; the sources there are Spark's ``kafka`` format
+reading MSK (``--source-format kafka``, ``--kafka-auth msk-iam``).
 
 On Glue a GlueContext is created on the job's SparkContext: Glue publishes its job metrics
 (``glue.driver.*``, which the batch-time alarm watches) only once a script initializes one, and the job
@@ -12,7 +12,7 @@ itself works with plain DataFrames.
 
 import sys
 
-from frauddetect.streaming import main
+from frauddetect.stream.job import main
 
 # Glue's own arguments: what Glue adds to every run, and the special parameters the job definition sets
 # (infra/streaming_job.py; a unit test keeps the two in step).
@@ -28,6 +28,7 @@ GLUE_ONLY = {
     "--enable-continuous-cloudwatch-log",
     "--extra-py-files",
     "--additional-python-modules",
+    "--conf",
 }
 
 # Kept referenced for the life of the job (its metrics are the reason it exists).

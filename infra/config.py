@@ -111,8 +111,9 @@ class LakeSettings:
 
     expiration_days: int | None
     """Days after which current lake objects expire (``None``: kept; dev keeps the lake small). At least
-    the job's state look-back (``FeatureState.retention_us``, 37 days, +1 day of partitions): a restart with
-    ``--state-bootstrap lake`` rebuilds its feature state from that much history."""
+    the job's state look-back (``TERMINAL_RETENTION_US``, 37 days, plus the allowed lateness, 1 day, plus 1 day
+    of partitions): a job started without a checkpoint (``--state-bootstrap lake``) rebuilds its operators'
+    state from that much history."""
 
     access_log_days: int = 90
     athena_results_days: int = 30
@@ -123,6 +124,10 @@ class LakeSettings:
     """First ``event_date`` partition projection considers (the handbook data starts in 2018)."""
 
 
+GLUE_WORKER_VCPUS = {"G.025X": 2, "G.1X": 4, "G.2X": 8, "G.4X": 16, "G.8X": 32}
+"""vCPUs per Glue worker type (AWS Glue developer guide, "Worker type")."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamingJobSettings:
     """The Glue 6.0 streaming job (``glue_jobs/streaming_job.py``)."""
@@ -131,12 +136,25 @@ class StreamingJobSettings:
     """G.025X (0.25 DPU, 2 vCPU, 4 GB: streaming jobs only) or G.1X (1 DPU, 4 vCPU, 16 GB) and up."""
 
     number_of_workers: int = 2
-    """Including the driver; the micro-batch logic runs on the driver (docs/architecture.md)."""
+    """Including the driver: ``number_of_workers - 1`` executors run every stage of the job (source reads,
+    both stateful operators, scoring, sinks); the driver only plans micro-batches (docs/architecture.md,
+    "Scaling")."""
 
     max_retries: int = 0
-    max_offsets_per_trigger: int = 50_000
-    trigger_seconds: float = 5.0
-    allowed_lateness_seconds: int = 3_600
+
+    # The job's own settings (frauddetect.stream.config.JobConfig). None: the job's default, which lives
+    # there only; a value here becomes a job argument.
+    max_offsets_per_trigger: int | None = None
+    trigger_seconds: float | None = None
+    allowed_lateness_seconds: int | None = None
+    max_clock_skew_seconds: int | None = None
+    state_shards: int | None = None
+    """Grouping keys of each stateful operator; None: four per executor core (:meth:`job_settings`)."""
+
+    shuffle_partitions: int | None = None
+    """Spark partitions of the stateful operators; None: one per executor core. Fixed for the life of a
+    checkpoint: changing it needs a new checkpoint (the job then seeds its state from the lake)."""
+
     additional_python_modules: tuple[str, ...] = (
         "confluent-kafka>=2.13",
         "pydantic>=2.7",
@@ -149,6 +167,29 @@ class StreamingJobSettings:
 
     batch_lag_alarm_seconds: int = 60
     """Alarm when a micro-batch takes longer than this for 3 minutes running."""
+
+    def executor_cores(self) -> int:
+        """vCPUs of the executors (every worker but the driver). Raises ValueError on an unknown worker type
+        or fewer than 2 workers."""
+        if self.worker_type not in GLUE_WORKER_VCPUS:
+            raise ValueError(f"worker_type {self.worker_type!r}: not one of {sorted(GLUE_WORKER_VCPUS)}")
+        if self.number_of_workers < 2:
+            raise ValueError("number_of_workers must be at least 2 (the driver and one executor)")
+        return (self.number_of_workers - 1) * GLUE_WORKER_VCPUS[self.worker_type]
+
+    def job_settings(self) -> dict[str, int | float]:
+        """The job settings this environment sets (JobConfig field -> value); the others keep the job's
+        defaults. Shuffle partitions and state shards follow the executors' cores unless set."""
+        cores = self.executor_cores()
+        out: dict[str, int | float] = {
+            "shuffle_partitions": self.shuffle_partitions or cores,
+            "card_state_shards": self.state_shards or 4 * cores,
+            "terminal_state_shards": self.state_shards or 4 * cores,
+        }
+        for name in ("max_offsets_per_trigger", "trigger_seconds", "allowed_lateness_seconds", "max_clock_skew_seconds"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,7 +371,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             intelligent_tiering_days=None,
             # Not below ~40: a job (re)started with --state-bootstrap lake reads the last 37 days (+1) of
             # scored transactions to rebuild its feature state; shorter, its first features are wrong.
-            expiration_days=45,
+            expiration_days=60,
             access_log_days=30,
             athena_results_days=7,
             athena_bytes_scanned_cutoff=10 * 1024**3,
@@ -346,7 +387,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             replication_factor=2,
             min_insync_replicas=1,
         ),
-        streaming=StreamingJobSettings(worker_type="G.025X", number_of_workers=2, max_retries=0),
+        streaming=StreamingJobSettings(worker_type="G.025X", number_of_workers=2, max_retries=0, trigger_seconds=5.0),
         model=ModelSettings(
             instance_type="ml.m5.large",
             initial_instance_count=1,
@@ -380,7 +421,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             min_insync_replicas=2,
         ),
         streaming=StreamingJobSettings(
-            worker_type="G.1X", number_of_workers=3, max_retries=3, max_offsets_per_trigger=200_000
+            worker_type="G.1X", number_of_workers=3, max_retries=3, max_offsets_per_trigger=200_000,
+            trigger_seconds=1.0,
         ),
         model=ModelSettings(
             instance_type="ml.c5.xlarge",

@@ -1,7 +1,8 @@
 """The Glue 6.0 streaming job: ``glue_jobs/streaming_job.py`` with the ``frauddetect`` package, in the VPC.
 
-It reads ``transactions`` and ``labels`` from MSK (Spark's ``kafka`` source, IAM auth), scores through the
-SageMaker endpoint, writes the lake and the ``fraud-alerts``/``quarantine`` topics. CloudFormation creates
+It reads ``transactions`` and ``labels`` from MSK (Spark's ``kafka`` source, IAM auth), keeps the card and
+terminal feature state in Spark's RocksDB state store (checkpointed to S3), scores through the SageMaker
+endpoint, writes the lake and the ``fraud-alerts``/``quarantine`` topics; every stage runs on the executors. CloudFormation creates
 the job; it does not start it (``aws glue start-job-run``: README, "Infrastructure").
 """
 
@@ -17,6 +18,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from frauddetect.config import JOB_GROUP_PREFIX
+from frauddetect.stream.config import SPARK_STATE_CONF, JobConfig
 from infra.config import EnvironmentConfig
 from infra.data_lake import GLUE_PREFIX, LAKE_PREFIX, DataLake
 from infra.kafka import KafkaCluster
@@ -39,6 +41,16 @@ GLUE_LOG_GROUPS = "/aws-glue/*"
 # IAM policy for the AWS Glue service" (docs.aws.amazon.com/glue/latest/dg/create-service-policy.html).
 GLUE_TAG_KEY = "aws-glue-service-resource"
 GLUE_TAGGED_RESOURCES = ("network-interface", "security-group", "instance")
+
+
+def job_arguments(**settings) -> dict[str, str]:
+    """Glue ``DefaultArguments`` for the job's settings (:class:`~frauddetect.stream.config.JobConfig` fields),
+    as the job parses them. Raises pydantic.ValidationError on a setting the job would refuse, ValueError on
+    ``kafka_options`` (a repeated argument, which Glue's argument map cannot hold)."""
+    if settings.get("kafka_options"):
+        raise ValueError("kafka_options cannot be Glue job arguments (one --kafka-option per option)")
+    argv = JobConfig(**settings).to_argv()
+    return dict(zip(argv[::2], argv[1::2]))
 
 
 class StreamingJob(Construct):
@@ -161,23 +173,27 @@ class StreamingJob(Construct):
             "--TempDir": lake.artifacts_bucket.s3_url_for_object(f"{GLUE_PREFIX}/temp/"),
             "--extra-py-files": package.s3_object_url,
             "--additional-python-modules": ",".join(settings.additional_python_modules),
-            # The job's (frauddetect.streaming.parse_args).
-            "--bootstrap-servers": kafka.bootstrap_brokers,
-            "--source-format": "kafka",
-            # MSK accepts IAM auth over TLS only: every Kafka client of the job (Spark's source, the sinks'
-            # confluent-kafka producer and consumers) authenticates with the role, tokens signed for this region.
-            "--kafka-auth": "msk-iam",
-            "--kafka-region": Aws.REGION,
-            "--lake-uri": lake.lake_uri,
-            "--checkpoint-uri": self.checkpoint_uri,
-            "--endpoint-name": endpoint_name,
-            "--endpoint-region": Aws.REGION,
-            "--threshold": str(config.alert_threshold()),
-            "--state-bootstrap": "lake",
-            "--starting-offsets": "earliest",
-            "--max-offsets-per-trigger": str(settings.max_offsets_per_trigger),
-            "--trigger-seconds": str(settings.trigger_seconds),
-            "--allowed-lateness-seconds": str(settings.allowed_lateness_seconds),
+            # Spark settings of the stateful operators (RocksDB state store, changelog checkpointing); the job
+            # sets them on its session too, this makes them hold from the session's start. Glue takes several
+            # in one --conf value.
+            "--conf": " --conf ".join(f"{k}={v}" for k, v in SPARK_STATE_CONF.items()),
+            # The job's own (frauddetect.stream.config.JobConfig, only what differs from its defaults).
+            **job_arguments(
+                bootstrap_servers=kafka.bootstrap_brokers,
+                source_format="kafka",
+                # MSK accepts IAM auth over TLS only: every Kafka client of the job (Spark's source, the sinks'
+                # confluent-kafka producer and consumers) authenticates with the role, tokens signed for this
+                # region.
+                kafka_auth="msk-iam",
+                kafka_region=Aws.REGION,
+                lake_uri=lake.lake_uri,
+                # Spark's checkpoint (offsets, both operators' RocksDB state) is <checkpoint_uri>/spark on S3
+                checkpoint_uri=self.checkpoint_uri,
+                endpoint_name=endpoint_name,
+                endpoint_region=Aws.REGION,
+                threshold=config.alert_threshold(),
+                **settings.job_settings(),
+            ),
         }
         job = glue.CfnJob(
             self,

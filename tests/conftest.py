@@ -13,8 +13,12 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+# Helpers shared by the tiers (stream_harness) are imported by name from this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # ---------------------------------------------------------------------------------------------------------
 # Embedded broker and Spark (generic; shared by functional and e2e tests)

@@ -2,13 +2,21 @@
 
 ``POST /verdicts`` with a JSON body (:class:`frauddetect.feedback.VerdictRequest`)::
 
-    {"transaction_id": "1754031", "verdict": "fraud", "analyst_id": "a.moreau",
+    {"transaction_id": "1754031", "terminal_id": "4821", "customer_id": "1377",
+     "verdict": "fraud", "analyst_id": "a.moreau",
      "note": "cardholder confirmed", "labeled_at": "2018-05-27T09:00:00Z"}
 
 is validated, mapped to a :class:`~frauddetect.schemas.LabelEvent` (``fraud`` -> ``tx_fraud`` 1, ``genuine``
--> 0, ``source`` ``"analyst:<analyst_id>"``; :func:`frauddetect.feedback.label_record`) and produced to the
-Kafka topic ``labels`` keyed by transaction id. The streaming job applies it from its ``labeled_at`` on, which
-changes the ``terminal_id_risk_*`` features of later transactions on that terminal.
+-> 0, ``source`` ``"analyst:<analyst_id>"``, ``terminal_id`` and ``customer_id`` as given;
+:func:`frauddetect.feedback.label_record`) and produced to the Kafka topic ``labels`` keyed by transaction id.
+The streaming job applies it from its ``labeled_at`` on, which changes the ``terminal_id_risk_*`` features of
+later transactions on that terminal.
+
+``terminal_id`` and ``customer_id`` (both required) are the alert's ``terminal_id`` and ``customer_id``: the
+stream routes the label to its terminal's state and finds the transaction there. A label whose transaction
+the stream never saw on that terminal is accepted here (202) and quarantined by the streaming job with reason
+"label for an unknown transaction" once the watermark passes its ``labeled_at``. Both ids are sensitive: they
+are published in the label (which needs them) but never logged and not echoed in any response.
 
 Responses (JSON bodies):
 
@@ -17,17 +25,21 @@ Responses (JSON bodies):
   "duplicate"}``: the broker acknowledged the label (``acks=all``). A repeated request (same transaction
   and analyst, same verdict) gets the first answer with ``"duplicate": true`` and publishes nothing.
 - ``400`` ``{"status": "rejected", "message": "...", "errors": [{"field", "message"}]}``: malformed JSON,
-  a schema violation, unknown fields, or ``labeled_at`` in the future. Input values are never echoed.
-- ``409``: this analyst already gave a *different* verdict on this transaction (within the idempotency
-  TTL), or the same request is being processed right now (retry later).
+  a schema violation (e.g. a missing ``terminal_id`` or ``customer_id``), unknown fields, or ``labeled_at`` in
+  the future. Input values are never echoed.
+- ``409``: this analyst already gave a *different* verdict on this transaction, or the same verdict naming
+  another terminal or card (within the idempotency TTL), or the same request is being processed right now
+  (retry later).
 - ``415``: a content type other than JSON.
 - ``503``: Kafka did not acknowledge the label, or the idempotency table failed. Nothing was published (a
   record not acknowledged in time is purged from the producer) and the idempotency record is released,
   so retrying the same request is safe and publishes once.
 
 Idempotency: Powertools idempotency on DynamoDB, keyed by ``[transaction_id, analyst_id]`` of the body
-(prefix ``label-feedback``), payload-validated on ``verdict``, with a TTL. A retried request (client retry,
-API Gateway retry, double click) never publishes twice.
+(prefix ``label-feedback``), payload-validated on ``verdict``, ``terminal_id`` and ``customer_id``, with a
+TTL. A retried request (client retry, API Gateway retry, double click) never publishes twice; the same
+analyst resending with other ids (say, a corrected terminal id) is refused (409) rather than answered as a
+duplicate, so a correction is never silently dropped.
 
 Environment:
     KAFKA_BOOTSTRAP_SERVERS (required): ``host:port[,host:port]``.
@@ -112,7 +124,7 @@ def _mark_duplicate(response: dict[str, Any], idempotent_data: DataRecord) -> di
 
 idempotency_config = IdempotencyConfig(
     event_key_jmespath="[transaction_id, analyst_id]",
-    payload_validation_jmespath="verdict",
+    payload_validation_jmespath="[verdict, terminal_id, customer_id]",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=IDEMPOTENCY_TTL_SECONDS,
     response_hook=_mark_duplicate,
@@ -200,7 +212,8 @@ def publish_label(*, verdict: VerdictRequest, record: LabelRecord) -> dict[str, 
 
     Raises:
         LabelNotPublished: no acknowledgement (the idempotency record is released: a retry publishes).
-        IdempotencyValidationError: the same analyst gave a different verdict on this transaction.
+        IdempotencyValidationError: the same analyst gave a different verdict on this transaction, or named
+            another terminal or card.
         IdempotencyAlreadyInProgressError: the same request is being processed concurrently.
     """
     started = time.perf_counter()
@@ -293,8 +306,9 @@ def _conflicting_verdict(exc: IdempotencyValidationError) -> Response:
     logger.warning("verdict conflicts with this analyst's earlier verdict on the transaction")
     return _json(HTTPStatus.CONFLICT, {
         "status": "conflict",
-        "message": "this analyst already gave a different verdict on this transaction; "
-                   "the first verdict stands (ask another analyst to review, or retry after the TTL)",
+        "message": "this analyst already gave a different verdict on this transaction, or named another "
+                   "terminal or card; the first verdict stands (ask another analyst to review, or retry "
+                   "after the TTL)",
     })
 
 

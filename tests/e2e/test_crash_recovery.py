@@ -33,10 +33,11 @@ BATCH = 400  # transactions per micro-batch: many batches, so the kills land mid
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
-    """Every record of a one-partition topic: (key, headers)."""
-    end = kafka_io.end_offsets_via_fetch(bootstrap, [topic])[topic].get(0, 0)
+    """Every record of a topic, all partitions: (key, headers)."""
+    ends = kafka_io.end_offsets_via_fetch(bootstrap, [topic])[topic]
+    end = sum(ends.values())
     consumer = Consumer(kafka_io.consumer_config(bootstrap))
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
     out = []
     deadline = time.monotonic() + 60
     while len(out) < end and time.monotonic() < deadline:
@@ -49,19 +50,27 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
 
 
 def progress_file(run: Path, batch: int) -> Path:
-    return run / "checkpoints" / "state" / f"progress-{batch:010d}.json"
+    return run / "checkpoints" / "progress" / f"batch-{batch:010d}.json"
+
+
+def sink_marker(run: Path, batch: int) -> Path:
+    return run / "checkpoints" / "sinks" / f"batch-{batch:010d}.json"
+
+
+def spark_commit(run: Path, batch: int) -> Path:
+    return run / "checkpoints" / "spark" / "commits" / str(batch)
 
 
 def crash_condition(run: Path, point: str, batch: int):
-    """A predicate that turns true at the chosen crash point of micro-batch ``batch``."""
-    progress = progress_file(run, batch)
+    """A predicate that turns true at the chosen crash point of micro-batch ``batch``: anywhere after the
+    previous one; after some of its lake files, before its sinks are marked done; after its sinks are marked
+    done (alerts acknowledged), before Spark commits it."""
     if point == "random":
         return progress_file(run, batch - 1).exists
     if point == "after_lake_write":
         return lambda: any((run / "lake" / "scored_transactions").glob(f"*/batch-{batch:010d}-*.parquet")) \
-            and not progress.exists()
-    marker = run / "checkpoints" / "sinks" / f"batch-{batch:010d}.json"
-    return lambda: marker.exists() and not progress.exists()
+            and not sink_marker(run, batch).exists()
+    return lambda: sink_marker(run, batch).exists() and not spark_commit(run, batch).exists()
 
 
 def test_three_sigkills_lose_nothing_and_duplicate_nothing(tmp_path):
@@ -99,8 +108,11 @@ def test_three_sigkills_lose_nothing_and_duplicate_nothing(tmp_path):
             if stack.progress()["counts"]["transactions"] < plan.n_transactions:
                 kills_mid_stream += 1
             stack.kill_job()
-            if point != "random":  # the job died inside the micro-batch: some output written, not all
-                interrupted.append((target, progress_file(tmp_path / "run", target).exists()))
+            run = tmp_path / "run"
+            if point == "after_lake_write":  # the job died inside the micro-batch's sinks
+                interrupted.append(sink_marker(run, target).exists())
+            elif point == "after_sinks":  # ... or after them, before Spark recorded the batch as done
+                interrupted.append(spark_commit(run, target).exists())
             stack.start_job(model_dir, state_bootstrap=bootstrap, max_offsets_per_trigger=BATCH)
         producer.join(300)
         final = stack.wait_processed(plan.n_transactions, 600)
@@ -110,7 +122,7 @@ def test_three_sigkills_lose_nothing_and_duplicate_nothing(tmp_path):
         lake = pd.read_parquet(tmp_path / "run" / "lake" / "scored_transactions")
     assert kills_mid_stream == 3
     # the two targeted crashes hit a micro-batch after some of its output was written, before its end
-    assert [done for _, done in interrupted] == [False, False]
+    assert interrupted == [False, False]
     assert "already published before a restart" in (tmp_path / "run" / "logs" / "streaming_job.log").read_text()
 
     # the lake: every transaction exactly once

@@ -127,3 +127,23 @@ def test_summary_reports_quality_and_speed(demo_run):
         assert summary[key] is not None, key
     assert summary["auc"] > 0.8  # two days only; the 7-day handbook run is held to 0.85 in the README
     assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+
+
+def test_the_feature_state_lives_in_sparks_checkpoint(demo_run):
+    """Both operators' state is in Spark's RocksDB state store, checkpointed by Spark; the job keeps no state
+    file of its own (only its sink markers, progress and planned offsets: a few KB)."""
+    summary, workdir, _ = demo_run
+    assert summary["spark_master"] == "local[2]"
+    assert summary["state_store"] == "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+    assert summary["micro_batches"] >= 1
+    held = summary["state_rows_by_operator"]
+    # the bootstrap's 38 days of history and the two streamed days, per card and per terminal
+    assert held["card_rows"] > 100_000 and held["terminal_rows"] > 100_000 and summary["state_rows"] > 200_000
+    checkpoint = workdir / "checkpoints"
+    operators = {p.name for p in (checkpoint / "spark" / "state").iterdir()}
+    assert operators == {"0", "1"}
+    assert list((checkpoint / "spark" / "state").rglob("*.changelog"))  # RocksDB changelog checkpointing
+    ours = [p for p in checkpoint.rglob("*") if p.is_file() and "spark" not in p.relative_to(checkpoint).parts]
+    assert {p.relative_to(checkpoint).parts[0] for p in ours} <= {"sinks", "progress", "sources", "query_progress.jsonl",
+                                                                   "state_summary.json", "ready.json"}
+    assert sum(p.stat().st_size for p in ours if p.suffix != ".jsonl") < 200_000

@@ -8,7 +8,9 @@ env pointing at the stack's broker and DynamoDB (moto)); phase 2 streams later t
 terminals. Their ``terminal_id_risk_{1,7,30}day_window`` in the lake must equal the definition computed here
 by hand: frauds among the terminal's transactions with time in (t - 7 - w, t - 7] days whose fraud label
 has ``labeled_at`` <= t, over their count (the history's labels, known 7 days after each transaction as
-the bootstrap says, plus the verdicts; for a transaction judged twice, the later ``labeled_at`` wins).
+the bootstrap says, plus the verdicts; for a transaction judged twice, the later ``labeled_at`` wins). A
+verdict on a transaction the stream never saw waits for it, and is quarantined once the watermark passes its
+``labeled_at``.
 """
 
 from __future__ import annotations
@@ -82,9 +84,12 @@ def produce(bootstrap: str, records: list[tuple[str, str]]) -> None:
     assert producer.flush(30) == 0
 
 
-def verdict_event(template: dict, tx_id: str, verdict: str, analyst: str, labeled_at: str) -> dict:
+def verdict_event(template: dict, tx_id: str, verdict: str, analyst: str, labeled_at: str,
+                  alert: tuple[str, str]) -> dict:
+    """The API Gateway event of a verdict; ``alert``: the (terminal id, customer id) the alert carried."""
     event = copy.deepcopy(template)
-    event["body"] = json.dumps({"transaction_id": tx_id, "verdict": verdict, "analyst_id": analyst,
+    event["body"] = json.dumps({"transaction_id": tx_id, "terminal_id": alert[0], "customer_id": alert[1],
+                                "verdict": verdict, "analyst_id": analyst,
                                 "note": "reviewed in the feedback-loop test", "labeled_at": labeled_at})
     return event
 
@@ -117,6 +122,10 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
     terminal = dict(zip("AB", busy.value_counts().index[:2]))
     start = pd.Timestamp(START, tz="UTC")
     phase1 = {tx: (terminal[slot], start + pd.Timedelta(f"{hhmm}:00")) for tx, (slot, hhmm) in PHASE1.items()}
+    phase1_order = sorted(phase1, key=lambda tx: phase1[tx][1])
+    customer = {tx: f"fb-cust-{i}" for i, tx in enumerate(phase1_order)}
+    # what the alerts of phase 1 tell the analysts; the unknown transaction's "alert" names terminal A
+    alert_ids = {tx: (phase1[tx][0], customer[tx]) for tx in phase1} | {"fb-unknown": (terminal["A"], "fb-cust-x")}
     phase2 = {tx: (terminal[slot], pd.Timestamp(when)) for tx, (slot, when) in PHASE2.items()}
     template = json.loads(EVENT.read_text())
 
@@ -124,8 +133,8 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
         bootstrap_servers = stack.bootstrap_servers
         stack.start_job(model_dir, state_bootstrap=bootstrap)
         produce(bootstrap_servers, [
-            (f"fb-cust-{i}", transaction_json(tx, when, f"fb-cust-{i}", term, 25.0 + i))
-            for i, (tx, (term, when)) in enumerate(sorted(phase1.items(), key=lambda kv: kv[1][1]))
+            (customer[tx], transaction_json(tx, phase1[tx][1], customer[tx], phase1[tx][0], 25.0 + i))
+            for i, tx in enumerate(phase1_order)
         ])
         stack.wait_processed(len(phase1), 300)
 
@@ -141,12 +150,12 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
             answers = []
             for tx, verdict, analyst, labeled_at, times in VERDICTS:
                 for _ in range(times):
-                    response = app.handler(verdict_event(template, tx, verdict, analyst, labeled_at),
+                    response = app.handler(verdict_event(template, tx, verdict, analyst, labeled_at, alert_ids[tx]),
                                            LocalLambdaContext("label-feedback"))
                     answers.append((tx, response["statusCode"], json.loads(response["body"])))
             # The same analyst changing their verdict is refused, and publishes nothing.
-            conflict = app.handler(verdict_event(template, "fb-b1", "genuine", "a.moreau", "2018-05-09T08:00:00Z"),
-                                   LocalLambdaContext("label-feedback"))
+            conflict = app.handler(verdict_event(template, "fb-b1", "genuine", "a.moreau", "2018-05-09T08:00:00Z",
+                                                 alert_ids["fb-b1"]), LocalLambdaContext("label-feedback"))
         finally:
             if app._producer is not None:
                 app._producer.flush(10)
@@ -160,18 +169,30 @@ def test_verdicts_change_the_terminal_risk_of_later_transactions(tmp_path, monke
         wait_for(lambda: (stack.progress() or {}).get("counts", {}).get("labels", 0) >= published, 120,
                  "the stream to read every label", stack.job, stack.job_log)
         counts = stack.progress()["counts"]
-        assert (counts["labels"], counts["labels_applied"], counts["labels_quarantined"]) == (published, 6, 1)
+        # the label for a transaction the stream has not seen waits: its transaction may still come
+        assert (counts["labels"], counts["labels_applied"], counts["labels_quarantined"],
+                counts["labels_waiting"]) == (published, 6, 0, 1)
 
         produce(bootstrap_servers, [
             (f"fb-cust-q{i}", transaction_json(tx, when, f"fb-cust-q{i}", term, 40.0 + i))
             for i, (tx, (term, when)) in enumerate(sorted(phase2.items(), key=lambda kv: kv[1][1]))
         ])
         stack.wait_processed(len(phase1) + len(phase2), 300)
+        # a later transaction on terminal A moves the watermark past the unknown label's labeled_at (the newest
+        # event time, 05-14 09:00, minus the allowed lateness): only then is it quarantined
+        produce(bootstrap_servers, [("fb-cust-late", transaction_json("fb-late", pd.Timestamp("2018-05-14T10:00:00Z"),
+                                                                      "fb-cust-late", terminal["A"], 12.0))])
+        stack.wait_processed(len(phase1) + len(phase2) + 1, 300)
+        counts = stack.progress()["counts"]
+        assert (counts["labels_applied"], counts["labels_quarantined"], counts["labels_waiting"]) == (6, 1, 0)
         lake = pd.read_parquet(tmp_path / "run" / "lake" / "scored_transactions")
+        quarantine = pd.read_parquet(tmp_path / "run" / "lake" / "quarantine")
         lake_labels = pd.read_parquet(tmp_path / "run" / "lake" / "labels")
 
     assert sorted(lake_labels["source"]) == sorted(f"analyst:{a}" for tx, _, a, _, _ in VERDICTS
                                                    if tx != "fb-unknown")
+    (unknown,) = quarantine[quarantine["source_topic"] == "labels"].to_dict("records")
+    assert '"fb-unknown"' in unknown["value"] and unknown["reason"].startswith("label for an unknown transaction")
 
     # Every transaction of the two terminals with the label the stream should know, by hand.
     boot = pd.read_parquet(bootstrap)

@@ -169,32 +169,37 @@ def test_late_labels_and_new_days_are_built_incrementally(sim_lake, tmp_path):
 
 @pytest.mark.functional
 def test_quarantined_records_are_read_from_the_lake(sim_lake, tmp_path):
-    """Quarantine rows exactly as the streaming job writes them (MicroBatchProcessor -> LakeWriter) reach
-    stg_quarantine with their reason; a batch whose keys are all missing reads too."""
-    from frauddetect.features import FeatureState
-    from frauddetect.pipeline import MicroBatchProcessor
-    from frauddetect.streaming import LakeWriter
+    """Quarantine rows exactly as the streaming job's stages make and write them reach stg_quarantine with
+    their reason; a batch whose keys are all missing reads too."""
+    from stream_harness import LocalJob, kafka_records, label, transaction
 
-    class NoScorer:
-        model_version = "unused"
+    from frauddetect.stream.lake import LakeWriter
 
-        def score(self, features):
-            raise AssertionError("no valid transaction here")
+    def stamp(iso):
+        return int(pd.Timestamp(iso).value // 1_000_000)
 
     workdir = tmp_path / "quarantine"
     shutil.copytree(sim_lake / "lake", workdir / "lake")
     writer = LakeWriter(str(workdir / "lake"))
-    processor = MicroBatchProcessor(state=FeatureState(), scorer=NoScorer(), threshold=0.5)
-    unknown_label = b'{"transaction_id": "t9", "tx_fraud": 1, "labeled_at": "2018-05-20T00:00:00Z", "source": "a"}'
-    batches = [  # (keys, values, topics): a transaction without its fields, a label for an unknown one
-        ([b"c1", b"t9"], [b'{"transaction_id": "1"}', unknown_label], ["transactions", "labels"]),
-        ([None], [b"not json"], ["transactions"]),  # keys all missing
+    job = LocalJob()
+    # a transaction without its fields; a label for a transaction the stream never saw (it waits for its
+    # transaction until the watermark passes its labeled_at); then a batch whose record key is missing, with a
+    # transaction on the label's terminal that moves the watermark past the label, which is quarantined then
+    batches = [
+        (kafka_records([transaction("ok", "2018-05-21T00:00:00Z"), b'{"transaction_id": "1"}'], "transactions",
+                       start_offset=9000, timestamps_ms=[stamp("2018-05-21T00:00:00Z")] * 2, keys=[b"c1", b"c1"]), None),
+        (None, kafka_records([label("t9", 1, "2018-05-19T00:00:00Z")], "labels", start_offset=9010,
+                             timestamps_ms=[stamp("2018-05-19T00:00:00Z")], keys=[b"t9"])),
+        (kafka_records([b"not json", transaction("ok2", "2018-05-21T01:00:00Z")], "transactions", start_offset=9020,
+                       timestamps_ms=[stamp("2018-05-21T01:00:00Z")] * 2, keys=[None, b"c1"]), None),
     ]
-    for batch_id, (keys, values, topics) in enumerate(batches, start=900):
-        records = pd.DataFrame({"key": keys, "value": values, "topic": topics, "partition": 0,
-                                "offset": np.arange(len(keys)) + 10 * batch_id,
-                                "timestamp": pd.Timestamp("2018-05-20")})
-        writer.write("quarantine", processor.process(records).quarantine, batch_id)
+    written = []
+    for batch_id, (transactions, labels) in enumerate(batches, start=900):
+        lake = job.run(transactions, labels)["lake"]
+        if "quarantine" in lake:
+            writer.write("quarantine", lake["quarantine"], batch_id)
+            written.append(batch_id)
+    assert written == [900, 902]
     result = analytics.dbt_build(workdir, args=("--quiet", "--select", "stg_quarantine"))
     assert result.success, analytics.failed_nodes(result)
     rows = analytics.read_model(workdir, "stg_quarantine", order_by="kafka_offset")

@@ -30,10 +30,10 @@ from synthetic_features import synthetic_features
 from werkzeug.wrappers import Request, Response
 
 from frauddetect.endpoint import EndpointScorer, decode_predictions
-from frauddetect.features import FEATURE_COLUMNS, FeatureState
+from frauddetect.features import FEATURE_COLUMNS
 from frauddetect.local_endpoint import LocalEndpoint, make_app
 from frauddetect.model import N_FEATURES, SavedModelScorer, ScoringError
-from frauddetect.pipeline import MicroBatchProcessor
+from frauddetect.stream.score import score_rows
 
 pytestmark = pytest.mark.functional
 
@@ -332,49 +332,65 @@ def test_without_credentials_or_region_a_local_endpoint_is_called_unsigned(in_pr
 # --- the streaming job's micro-batch with the endpoint ----------------------------------------------------
 
 
-def _kafka_records(n: int) -> pd.DataFrame:
+def _featured_rows(n: int) -> pd.DataFrame:
+    """Transactions as the scoring stage gets them (after both operators), from the job's own stages."""
+    from stream_harness import LocalJob, kafka_records, transaction
+
     start = pd.Timestamp("2018-08-01", tz="UTC")
-    values = [
-        json.dumps({"transaction_id": f"t{i}", "tx_datetime": (start + pd.Timedelta(minutes=7 * i)).isoformat(),
-                    "customer_id": f"c{i % 5}", "terminal_id": f"term{i % 3}", "tx_amount": 10.0 + 13 * i}).encode()
-        for i in range(n)
-    ]
-    return pd.DataFrame({"key": [b"k"] * n, "value": values, "topic": "transactions", "partition": 0,
-                         "offset": np.arange(n), "timestamp": start, "timestampType": 0})
+    values, stamps = [], []
+    for i in range(n):
+        when = start + pd.Timedelta(minutes=7 * i)
+        values.append(transaction(f"t{i}", when.isoformat(), 10.0 + 13 * i, f"c{i % 5}", f"term{i % 3}"))
+        stamps.append(int(when.value // 1_000_000))
+    rows = LocalJob().run(kafka_records(values, "transactions", timestamps_ms=stamps))["rows"]
+    return rows[rows["kind"] == "transaction"].drop(columns=["score", "alert", "threshold", "model_version",
+                                                             "scored_at_us"])
 
 
-def test_the_micro_batch_fails_after_its_retries_when_the_endpoint_keeps_failing(in_process):
+def _features(scored: pd.DataFrame) -> np.ndarray:
+    from frauddetect.features import CARD_FEATURE_COLUMNS, TERMINAL_FEATURE_COLUMNS, model_features
+
+    tx = scored[scored["kind"] == "transaction"]
+    return model_features(tx["time_us"].astype(np.int64).to_numpy(), tx["tx_amount"].astype(float).to_numpy(),
+                          tx[list(CARD_FEATURE_COLUMNS)].astype(float), tx[list(TERMINAL_FEATURE_COLUMNS)].astype(float)
+                          ).to_numpy(dtype=np.float32)
+
+
+def test_the_scoring_stage_fails_after_its_retries_when_the_endpoint_keeps_failing(in_process):
     gate = Gate(make_app(in_process, ENDPOINT), failures=100)
     with LocalEndpoint(gate) as server:
         scorer = EndpointScorer(ENDPOINT, endpoint_url=server.url, max_attempts=2)
-        processor = MicroBatchProcessor(state=FeatureState(), scorer=scorer, threshold=0.5, score_retries=2)
         with pytest.raises(ScoringError, match="ServiceUnavailable after 2 attempt"):
-            processor.process(_kafka_records(20))
-    assert gate.requests == 3 * 2  # 3 scoring calls by the pipeline, each retried once by botocore
+            score_rows(_featured_rows(20), scorer, 0.5, retries=2)
+    assert gate.requests == 3 * 2  # 3 scoring calls by the stage, each retried once by botocore
 
 
-def test_the_micro_batch_is_scored_once_the_endpoint_recovers(in_process):
+def test_the_scoring_stage_scores_once_the_endpoint_recovers(in_process):
     gate = Gate(make_app(in_process, ENDPOINT), failures=3)  # the first call's 2 attempts, then 1 more
     with LocalEndpoint(gate) as server:
         scorer = EndpointScorer(ENDPOINT, endpoint_url=server.url, max_attempts=2, model_version=3)
-        processor = MicroBatchProcessor(state=FeatureState(), scorer=scorer, threshold=0.5, score_retries=2)
-        result = processor.process(_kafka_records(20))
-    assert gate.requests == 4 and result.counts.scored == 20
-    expected = in_process.score(result.scored[list(FEATURE_COLUMNS)])
-    np.testing.assert_allclose(result.scored["score"].to_numpy(), expected, rtol=0, atol=1e-6)
-    assert (result.scored["model_version"] == "3").all()
+        scored = score_rows(_featured_rows(20), scorer, 0.5, retries=2)
+    tx = scored[scored["kind"] == "transaction"]
+    assert gate.requests == 4 and len(tx) == 20
+    np.testing.assert_allclose(tx["score"].to_numpy(dtype=float), in_process.score(_features(scored)), rtol=0,
+                               atol=1e-6)
+    assert (tx["model_version"] == "3").all()
+    assert scored.set_index("stat").loc["scoring_retries", "stat_value"] == 1
 
 
 def test_the_streaming_job_scores_through_the_endpoint_with_the_models_metadata(small_model, in_process, rows):
-    from frauddetect.streaming import build_scorer, parse_args
+    from frauddetect.stream.config import parse_args
+    from frauddetect.stream.job import check_endpoint, scorer_spec
 
     with LocalEndpoint(make_app(in_process, ENDPOINT)) as server:
-        config = parse_args(["--bootstrap-servers", "127.0.0.1:9", "--lake-uri", "lake", "--checkpoint-uri", "ck",
-                             "--endpoint-name", ENDPOINT, "--endpoint-url", server.url,
-                             "--model-dir", str(small_model.model_dir)])
-        scorer, threshold = build_scorer(config)
+        config, _ = parse_args(["--bootstrap-servers", "127.0.0.1:9", "--lake-uri", "lake", "--checkpoint-uri", "ck",
+                                "--endpoint-name", ENDPOINT, "--endpoint-url", server.url,
+                                "--model-dir", str(small_model.model_dir)])
+        spec = scorer_spec(config)
+        check_endpoint(spec)  # what the job does before Spark starts
+        scorer = spec.build()
         scores = scorer.score(rows[:20])
-    assert isinstance(scorer, EndpointScorer) and scorer.model_version == 3 and threshold == 0.5
+    assert isinstance(scorer, EndpointScorer) and scorer.model_version == "3" and spec.threshold == 0.5
     np.testing.assert_allclose(scores, in_process.score(rows[:20]), rtol=0, atol=1e-6)
 
 

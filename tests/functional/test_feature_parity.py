@@ -1,16 +1,16 @@
-"""Online = offline = published: the handbook's golden week against both feature paths, row by row."""
+"""Online = offline = published: the handbook's golden week through the streaming job's stages, micro-batched
+as Spark's Kafka source plans them, against the published features and the offline path, row by row."""
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from stream_harness import LocalJob, PlannedTopics, history_frame
 
 from frauddetect.data import load_transactions, read_raw
-from frauddetect.features import FEATURE_COLUMNS, HANDBOOK_FEATURE_COLUMNS, FeatureState, offline_features
-from frauddetect.pipeline import MicroBatchProcessor
+from frauddetect.features import FEATURE_COLUMNS, HANDBOOK_FEATURE_COLUMNS, offline_features
 from frauddetect.replay import plan_replay
-from frauddetect.streaming import load_bootstrap_state
 
 pytestmark = pytest.mark.functional
 
@@ -39,65 +39,36 @@ def test_offline_features_equal_the_published_ones(handbook):
     assert mismatches(feats, golden) == {c: 0 for c in HANDBOOK_FEATURE_COLUMNS}
 
 
-class ConstantScorer:
-    """Scores are irrelevant here; the features are under test."""
-
-    model_version = "parity"
-
-    def score(self, x):
-        return np.zeros(len(x), dtype=np.float32)
-
-
-def test_streamed_micro_batches_equal_the_published_ones(handbook, tmp_path):
+def test_micro_batches_planned_as_sparks_kafka_source_plans_them_give_the_published_features(handbook):
+    """A job seeded with the 38 days before the week catches up on a backlog of four days (capped micro-batches
+    spread over four transaction partitions; labels read uncapped, so they run ahead of their transactions and
+    wait), then follows a live stream: a few thousand events produced between triggers. Labels come one day
+    after their transaction here, so that the backlog holds labels for transactions not read yet (the terminal
+    features only count transactions older than the 7-day delay, whose labels are known either way)."""
     tx, golden = handbook
     start = pd.Timestamp(START, tz="UTC")
-    hist = tx[(tx["tx_datetime"] < start) & (tx["tx_datetime"] >= start - pd.Timedelta(days=38))].copy()
-    labeled_at = hist["tx_datetime"] + pd.Timedelta(days=7)
-    hist["labeled_at"] = labeled_at.where(labeled_at <= start)
-    hist.to_parquet(tmp_path / "history.parquet")
-    proc = MicroBatchProcessor(state=load_bootstrap_state(str(tmp_path / "history.parquet")),
-                               scorer=ConstantScorer(), threshold=1.0)
-    plan = plan_replay(read_raw(HANDBOOK / "transactions.parquet"), START, END)
-    ev = plan.events
-    records = pd.DataFrame({
-        "key": ev["key"].str.encode("utf-8"), "value": ev["value"].str.encode("utf-8"),
-        "topic": np.where(ev["kind"] == "transaction", "transactions", "labels"), "partition": 0,
-        "timestamp": pd.Timestamp.now(tz="UTC"),
-    })
-    records["offset"] = records.groupby("topic").cumcount()
-    scored = []
-    for lo in range(0, len(records), 7_919):  # odd batch size: boundaries fall anywhere in a day
-        result = proc.process(records.iloc[lo : lo + 7_919])
-        assert result.quarantine.empty
-        scored.append(result.scored)
+    plan = plan_replay(read_raw(HANDBOOK / "transactions.parquet"), START, END, label_delay_days=1)
+    topics = PlannedTopics(plan.events)
+    job = LocalJob(history=history_frame(tx, start, label_delay_days=1))
+    backlog = int((plan.events["event_time"] < pd.Timestamp("2018-07-29", tz="UTC")).sum())
+    scored, waiting, most_waiting, produced, live_batches = [], 0, 0, backlog, 0
+    while not topics.drained():
+        if produced == len(plan.events) or not topics.drained_up_to(produced):
+            transactions, labels = topics.micro_batch(produced, cap=7_919)
+        else:
+            produced = min(produced + 4_999, len(plan.events))  # odd sizes: boundaries fall anywhere in a day
+            transactions, labels = topics.micro_batch(produced, cap=7_919)
+            live_batches += 1
+        out = job.run(transactions, labels)
+        assert "quarantine" not in out["lake"]
+        stats = out["rows"][out["rows"]["kind"] == "stats"].groupby("stat")["stat_value"].sum()
+        waiting += int(stats.get("labels_waiting_delta", 0))
+        most_waiting = max(most_waiting, waiting)
+        scored.append(out["lake"].get("scored_transactions"))
     got = pd.concat(scored).set_index("transaction_id")
     assert len(got) == plan.n_transactions == len(golden)
+    assert (job.batches > 10, live_batches > 5, most_waiting > 1_000, waiting) == (True, True, True, 0), (
+        job.batches, live_batches, most_waiting)
     assert mismatches(got, golden) == {c: 0 for c in HANDBOOK_FEATURE_COLUMNS}
-
-
-def test_stream_equals_offline_on_the_whole_handbook_file(handbook):
-    """Every day of the handbook data, through the micro-batch logic in day-sized batches, against the
-    offline path (zero mismatches); the golden week pins both to the published values above."""
-    tx, _ = handbook
-    raw = read_raw(HANDBOOK / "transactions.parquet")
-    plan = plan_replay(raw, "2018-04-01", "2018-09-04")
-    ev = plan.events
-    records = pd.DataFrame({
-        "key": ev["key"].str.encode("utf-8"), "value": ev["value"].str.encode("utf-8"),
-        "topic": np.where(ev["kind"] == "transaction", "transactions", "labels"), "partition": 0,
-        "timestamp": pd.Timestamp.now(tz="UTC"),
-    })
-    records["offset"] = records.groupby("topic").cumcount()
-    proc = MicroBatchProcessor(state=FeatureState(),
-                               scorer=ConstantScorer(), threshold=1.0)
-    scored = []
-    for lo in range(0, len(records), 20_000):
-        result = proc.process(records.iloc[lo : lo + 20_000])
-        assert result.quarantine.empty
-        scored.append(result.scored[["transaction_id", *FEATURE_COLUMNS]])
-    got = pd.concat(scored).set_index("transaction_id")
-    expected = offline_features(tx).set_index("transaction_id")
-    assert len(got) == len(expected) == 1_504_628
-    diff = np.abs(got[list(FEATURE_COLUMNS)].to_numpy() - expected.loc[got.index, list(FEATURE_COLUMNS)].to_numpy())
-    assert int((diff > 1e-6).sum()) == 0
-    assert len(proc.state) < 400_000  # bounded: ~38 days of transactions, not the 157 days streamed
+    expected = offline_features(tx).set_index("transaction_id").loc[got.index, list(FEATURE_COLUMNS)]
+    assert int((np.abs(got[list(FEATURE_COLUMNS)].to_numpy() - expected.to_numpy()) > 1e-6).sum()) == 0

@@ -1,8 +1,10 @@
-"""The ``kafka_confluent`` Spark source against the real embedded broker and a real local Spark.
+"""The ``kafka_confluent`` Spark source (:mod:`frauddetect.stream.source`) against the real embedded broker and
+a real local Spark.
 
-Every test runs actual streaming queries (foreachBatch collecting rows on the driver). Records are
-produced in batches on purpose: the embedded Tansu broker answers ListOffsets(latest) with the base offset
-of the last record batch + 1, so a source that planned from ListOffsets would miss the tail.
+The Spark tests run actual streaming queries (foreachBatch collecting the rows of a test's few records on the
+driver, which the job itself never does). Records are produced in batches on purpose: the embedded Tansu
+broker answers ListOffsets(latest) with the base offset of the last record batch + 1, so a source that planned
+from ListOffsets would miss the tail.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pyspark.sql.types import (
 )
 
 from frauddetect import kafka_io
-from frauddetect.kafka_source import register
+from frauddetect.stream.source import KafkaPartition, KafkaStreamReader, register
+from frauddetect.stream.source_options import KafkaSourceOptions
 
 pytestmark = pytest.mark.functional
 
@@ -101,10 +104,12 @@ def _reader(spark, bootstrap: str, topics: list[str], **options):
 
 
 def _start(spark, bootstrap, topics, checkpoint: Path, sink: Sink, trigger: dict, **options):
+    return _write(_reader(spark, bootstrap, topics, **options).load(), checkpoint, sink, trigger)
+
+
+def _write(df, checkpoint: Path, sink: Sink, trigger: dict):
     return (
-        _reader(spark, bootstrap, topics, **options)
-        .load()
-        .writeStream.foreachBatch(sink)
+        df.writeStream.foreachBatch(sink)
         .option("checkpointLocation", str(checkpoint))
         .trigger(**trigger)
         .start()
@@ -132,6 +137,15 @@ def _ids(rows: list[dict]) -> list[tuple[str, int, int, bytes]]:
     return [(r["topic"], r["partition"], r["offset"], r["value"]) for r in rows]
 
 
+def _direct_reader(bootstrap: str, topics: list[str], **options) -> KafkaStreamReader:
+    return KafkaStreamReader(KafkaSourceOptions.parse(
+        {"kafka.bootstrap.servers": bootstrap, "subscribe": ",".join(topics), **options}))
+
+
+def _values(reader: KafkaStreamReader, start: dict, end: dict) -> list[bytes]:
+    return [v for part in reader.partitions(start, end) for b in reader.read(part) for v in b.column("value").to_pylist()]
+
+
 def test_schema_is_sparks_kafka_source_schema(kspark, embedded_broker, unique_topic):
     topic = unique_topic("schema")
     df = _reader(kspark, embedded_broker.bootstrap_servers, [topic]).load()
@@ -156,7 +170,8 @@ def test_batched_produce_is_read_completely(kspark, embedded_broker, unique_topi
     assert [r["ts_ms"] for r in rows] == [1_700_000_000_000 + i for i in range(104)]
 
 
-def test_null_keys_and_several_partitions(kspark, embedded_broker, unique_topic, tmp_path):
+def test_each_kafka_partition_is_a_spark_partition_read_where_it_was_produced(kspark, embedded_broker, unique_topic,
+                                                                            tmp_path):
     bootstrap = embedded_broker.bootstrap_servers
     topic = unique_topic("parts")
     kafka_io.ensure_topics(bootstrap, [topic], partitions=3)
@@ -165,13 +180,19 @@ def test_null_keys_and_several_partitions(kspark, embedded_broker, unique_topic,
         producer.produce(topic, value=f"{i}".encode(), partition=i % 3)
     assert producer.flush(30) == 0
 
-    rows = _run_available_now(kspark, bootstrap, [topic], tmp_path / "ckpt").rows()
+    seen = []
 
-    assert sorted(int(r["value"]) for r in rows) == list(range(60))
-    assert all(r["key"] is None for r in rows)
-    # Ordered by partition, then offset, and each record is where it was produced.
-    assert [(r["partition"], r["offset"]) for r in rows] == [(p, o) for p in range(3) for o in range(20)]
-    assert all(int(r["value"]) % 3 == r["partition"] for r in rows)
+    def sink(df, batch_id):
+        seen.extend(df.selectExpr("spark_partition_id() AS task", "partition", "offset", "key", "value").collect())
+
+    query = _write(_reader(kspark, bootstrap, [topic]).load(), tmp_path / "ckpt", sink, {"availableNow": True})
+    assert query.awaitTermination(QUERY_TIMEOUT_S) and query.exception() is None
+    assert sorted(int(r["value"]) for r in seen) == list(range(60))
+    assert all(r["key"] is None for r in seen)
+    assert all(int(r["value"]) % 3 == r["partition"] for r in seen)
+    assert {r["task"]: r["partition"] for r in seen} == {0: 0, 1: 1, 2: 2}  # one task per Kafka partition
+    for p in range(3):
+        assert [r["offset"] for r in seen if r["partition"] == p] == list(range(20))
 
 
 def test_restart_reads_only_new_records_and_replays_uncommitted_batch_identically(
@@ -193,12 +214,11 @@ def test_restart_reads_only_new_records_and_replays_uncommitted_batch_identicall
     assert [r["offset"] for r in second.rows()] == list(range(104, 154))
     last_id, last_rows = [b for b in second.batches if b[1]][-1]
 
-    # Crash after the batch was planned (offset log written) but before it committed: Spark re-runs it
-    # from its checkpointed offsets through readBetweenOffsets, which must give exactly the same records.
+    # Crash after the batch was planned (offset log written) but before it committed: Spark re-runs it from its
+    # checkpointed offsets, which must give exactly the same records.
     (checkpoint / "commits" / str(last_id)).unlink()
     (checkpoint / "commits" / f".{last_id}.crc").unlink(missing_ok=True)
     _produce_batched(bootstrap, topic, [f"c{i}".encode() for i in range(30)], first_ts_ms=3_000)
-    # Not availableNow: for a Python source Spark falls back to one batch, which would be the replay only.
     third = Sink()
     query = _start(kspark, bootstrap, [topic], checkpoint, third, {"processingTime": "0 seconds"})
     try:
@@ -226,10 +246,10 @@ def test_latest_skips_records_already_in_a_batched_topic(kspark, embedded_broker
         startingOffsets="latest",
     )
     try:
-        # The first batch resolves "latest" (no rows); produce only after it, or the new records could
-        # count as already there.
+        # Spark runs no micro-batch until there is data: wait until the query planned once (resolving "latest")
+        # before producing, or the new records could count as already there.
         deadline = time.monotonic() + QUERY_TIMEOUT_S
-        while not sink.batches:
+        while query.lastProgress is None:
             assert query.exception() is None and time.monotonic() < deadline
             query.awaitTermination(0.1)
         _produce_batched(bootstrap, topic, [f"new{i}".encode() for i in range(5)], first_ts_ms=5_000)
@@ -241,61 +261,60 @@ def test_latest_skips_records_already_in_a_batched_topic(kspark, embedded_broker
     assert [r["offset"] for r in sink.rows()] == list(range(104, 109))
 
 
-def test_later_topic_is_never_behind_the_first_topic(kspark, embedded_broker, unique_topic, tmp_path):
-    """A record of topic B acknowledged before a record of A is produced is in the same or an earlier
-    micro-batch than that A record (subscribe=A,B), while production and micro-batches interleave."""
+def test_the_cap_is_spread_over_partitions_in_proportion_to_their_lag(kspark, embedded_broker, unique_topic,
+                                                                      tmp_path):
+    """As Spark's Kafka source: 30 and 10 records behind, a cap of 8 reads 6 + 2, then 6 + 2, ..."""
     bootstrap = embedded_broker.bootstrap_servers
-    first, later = unique_topic("tx"), unique_topic("labels")
-    kafka_io.ensure_topics(bootstrap, [first, later])
-    waves, rounds_per_wave = 12, 25
+    topic = unique_topic("capped")
+    kafka_io.ensure_topics(bootstrap, [topic], partitions=2)
+    producer = Producer(kafka_io.producer_config(bootstrap, **{"linger.ms": 50}))
+    for i in range(40):
+        producer.produce(topic, value=f"{i}".encode(), partition=0 if i < 30 else 1)
+    assert producer.flush(30) == 0
+
+    sink = Sink()
+    query = _start(kspark, bootstrap, [topic], tmp_path / "ckpt", sink, {"processingTime": "0 seconds"},
+                   maxOffsetsPerTrigger=8, plannedOffsetsPath=tmp_path / "planned.json")
+    try:
+        sink.wait_for(query, {topic: 40})
+    finally:
+        query.stop()
+    per_batch = [Counter(r["partition"] for r in rows) for _, rows in sink.batches if rows]
+    assert [(c[0], c[1]) for c in per_batch] == [(6, 2), (6, 2), (6, 2), (6, 2), (6, 2)]
+
+
+def test_a_label_acknowledged_before_a_transaction_is_never_in_a_later_micro_batch(kspark, embedded_broker,
+                                                                                 unique_topic, tmp_path):
+    """The job's planning rule with its two sources (transactions, then labels, unioned as the job unions
+    them): Spark plans the sources in that order, each takes its partitions' ends at one moment, so a label
+    acknowledged before a transaction is produced is read in the same or an earlier micro-batch, while
+    production and micro-batches interleave."""
+    bootstrap = embedded_broker.bootstrap_servers
+    tx_topic, label_topic = unique_topic("tx"), unique_topic("labels")
+    kafka_io.ensure_topics(bootstrap, [tx_topic], partitions=3)
+    kafka_io.ensure_topics(bootstrap, [label_topic], partitions=2)
+    waves, rounds_per_wave = 10, 25
     total = waves * rounds_per_wave
     sink = Sink()
-    query = _start(kspark, bootstrap, [first, later], tmp_path / "ckpt", sink, {"processingTime": "0 seconds"})
+    both = _reader(kspark, bootstrap, [tx_topic]).load().unionByName(_reader(kspark, bootstrap, [label_topic]).load())
+    query = _write(both, tmp_path / "ckpt", sink, {"processingTime": "0 seconds"})
     producer = Producer(kafka_io.producer_config(bootstrap))
     try:
         for wave in range(waves):
             for i in range(wave * rounds_per_wave, (wave + 1) * rounds_per_wave):
-                producer.produce(later, value=str(i).encode())
+                producer.produce(label_topic, value=str(i).encode(), partition=i % 2)
                 assert producer.flush(30) == 0
-                producer.produce(first, value=str(i).encode())
+                producer.produce(tx_topic, value=str(i).encode(), partition=i % 3)
             assert producer.flush(30) == 0
-            # Each wave is consumed before the next starts, so the rounds spread over many batches.
-            sink.wait_for(query, {first: (wave + 1) * rounds_per_wave})
-        sink.wait_for(query, {first: total, later: total})
+            sink.wait_for(query, {tx_topic: (wave + 1) * rounds_per_wave})
+        sink.wait_for(query, {tx_topic: total, label_topic: total})
     finally:
         query.stop()
 
-    batch_of = {}
-    for batch_id, rows in sink.batches:
-        for r in rows:
-            batch_of[(r["topic"], int(r["value"]))] = batch_id
+    batch_of = {(r["topic"], int(r["value"])): batch_id for batch_id, rows in sink.batches for r in rows}
     assert len(batch_of) == 2 * total
-    assert len({batch_of[(first, i)] for i in range(total)}) >= waves
-    late = [i for i in range(total) if batch_of[(later, i)] > batch_of[(first, i)]]
-    assert late == []
-
-
-def test_max_offsets_per_trigger_caps_the_first_topic_only(kspark, embedded_broker, unique_topic, tmp_path):
-    bootstrap = embedded_broker.bootstrap_servers
-    first, later = unique_topic("capped"), unique_topic("uncapped")
-    kafka_io.ensure_topics(bootstrap, [first, later])
-    _produce_batched(bootstrap, first, [f"a{i}".encode() for i in range(30)], first_ts_ms=1_000)
-    _produce_batched(bootstrap, later, [f"b{i}".encode() for i in range(30)], first_ts_ms=1_000)
-
-    sink = Sink()
-    query = _start(
-        kspark, bootstrap, [first, later], tmp_path / "ckpt", sink, {"processingTime": "0 seconds"},
-        maxOffsetsPerTrigger=10,
-    )
-    try:
-        sink.wait_for(query, {first: 30, later: 30})
-    finally:
-        query.stop()
-
-    per_batch = [Counter(r["topic"] for r in rows) for _, rows in sink.batches if rows]
-    assert [c[first] for c in per_batch] == [10, 10, 10]
-    assert [c[later] for c in per_batch] == [30, 0, 0]
-    assert [r["value"] for r in sink.rows(first)] == [f"a{i}".encode() for i in range(30)]
+    assert len({batch_of[(tx_topic, i)] for i in range(total)}) >= waves
+    assert [i for i in range(total) if batch_of[(label_topic, i)] > batch_of[(tx_topic, i)]] == []
 
 
 @pytest.mark.parametrize(
@@ -317,64 +336,46 @@ def test_missing_bootstrap_servers_fails_at_load(kspark):
         kspark.readStream.format("kafka_confluent").option("subscribe", "t").load()
 
 
-
-def test_reader_takes_the_later_topics_end_from_a_fetch_sent_after_the_first_topic_was_read(
-    embedded_broker, unique_topic
-):
-    """The ordering guarantee at the reader level, in the situation where a shortcut would break it.
-
-    The later topic gets a backlog first, which its consumer prefetches until its (tiny) queue is full
-    and it stops fetching: its last Fetch response, and so its cached high watermark, predates the round's
-    record. A reader that planned the later topic from that cached value would return the first topic's
-    record without the later one's. The pauses only give the consumers' background fetches time to
-    happen; the assertion does not depend on them.
-    """
-    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
-
+def test_planning_takes_every_partitions_end_from_the_broker_at_one_moment(embedded_broker, unique_topic):
+    """The ends come from the broker's high watermarks (not a consumer's cache) in one round: what was produced
+    before latestOffset() is in the plan, whatever the partition."""
     bootstrap = embedded_broker.bootstrap_servers
-    first, later = unique_topic("tx"), unique_topic("labels")
-    kafka_io.ensure_topics(bootstrap, [first, later])
-    reader = KafkaSimpleStreamReader(
-        KafkaSourceOptions.parse(
-            {
-                "kafka.bootstrap.servers": bootstrap,
-                "subscribe": f"{first},{later}",
-                "startingOffsets": "earliest",
-                "kafka.queued.max.messages.kbytes": "1",
-            }
-        )
-    )
-    producer = Producer(kafka_io.producer_config(bootstrap))
-    rounds, backlog = 5, 300
-    try:
-        offsets = reader.initialOffset()
-        _, offsets = reader.read(offsets)
-        for i in range(rounds):
-            for j in range(backlog):
-                producer.produce(later, value=f"backlog-{i}-{j}".encode())
-            assert producer.flush(30) == 0
-            time.sleep(0.2)
-            producer.produce(later, value=str(i).encode())
-            assert producer.flush(30) == 0
-            producer.produce(first, value=str(i).encode())
-            assert producer.flush(30) == 0
-            time.sleep(0.2)
-            seen_later = False
-            for _ in range(50):
-                batches, offsets = reader.read(offsets)
-                values = {
-                    (topic, value)
-                    for batch in batches
-                    for topic, value in zip(batch.column("topic").to_pylist(), batch.column("value").to_pylist())
-                }
-                seen_later = seen_later or (later, str(i).encode()) in values
-                if (first, str(i).encode()) in values:
-                    assert seen_later, f"round {i}: first topic's record read before the later topic's"
-                    break
-            else:
-                raise AssertionError(f"round {i}: first topic's record never read")
-        assert offsets == {first: {"0": rounds}, later: {"0": rounds * (backlog + 1)}}
-    finally:
+    topic = unique_topic("ends")
+    kafka_io.ensure_topics(bootstrap, [topic], partitions=3)
+    reader = _direct_reader(bootstrap, [topic], startingOffsets="earliest")
+    producer = Producer(kafka_io.producer_config(bootstrap, **{"linger.ms": 20}))
+    start = reader.initialOffset()
+    produced = 0
+    for round_ in range(5):
+        for i in range(7 * (round_ + 1)):
+            producer.produce(topic, value=f"{round_}-{i}".encode(), partition=(i + round_) % 3)
+        assert producer.flush(30) == 0
+        produced += 7 * (round_ + 1)
+        end = reader.latestOffset()
+        assert sum(end[topic].values()) == produced
+        assert len(_values(reader, start, end)) == 7 * (round_ + 1)
+        start = end
+    reader.stop()
+
+
+def test_a_restarted_reader_caps_from_the_offsets_it_planned_last(embedded_broker, unique_topic, tmp_path):
+    """Spark's Python API gives latestOffset() no start offset; the planned-offsets file carries it across a
+    restart, so the first micro-batch after one is capped too."""
+    bootstrap = embedded_broker.bootstrap_servers
+    topic = unique_topic("replan")
+    kafka_io.ensure_topics(bootstrap, [topic])
+    _produce_batched(bootstrap, topic, [f"r{i}".encode() for i in range(50)], first_ts_ms=1_000)
+    options = {"startingOffsets": "earliest", "maxOffsetsPerTrigger": "20",
+               "plannedOffsetsPath": str(tmp_path / "planned.json")}
+    first = _direct_reader(bootstrap, [topic], **options)
+    assert first.latestOffset() == {topic: {"0": 20}}  # Spark asks for the end before the start on a new query
+    assert first.initialOffset() == {topic: {"0": 0}}
+    assert first.latestOffset() == {topic: {"0": 40}}
+    again = _direct_reader(bootstrap, [topic], **options)
+    assert again.latestOffset() == {topic: {"0": 50}}
+    without_file = _direct_reader(bootstrap, [topic], startingOffsets="earliest", maxOffsetsPerTrigger="20")
+    assert without_file.latestOffset() == {topic: {"0": 50}}  # documented: a query's first micro-batch is uncapped
+    for reader in (first, again, without_file):
         reader.stop()
 
 
@@ -383,76 +384,32 @@ def test_offsets_past_the_end_are_data_loss(embedded_broker, unique_topic, fail_
     """A checkpoint that outlived the embedded broker's in-memory data asks for offsets past the end."""
     from confluent_kafka import KafkaException
 
-    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
-
     bootstrap = embedded_broker.bootstrap_servers
     topic = unique_topic("lost")
     kafka_io.ensure_topics(bootstrap, [topic])
     _produce_batched(bootstrap, topic, [b"r0", b"r1"], first_ts_ms=1_000)
-    reader = KafkaSimpleStreamReader(
-        KafkaSourceOptions.parse(
-            {"kafka.bootstrap.servers": bootstrap, "subscribe": topic, "failOnDataLoss": fail_on_data_loss}
-        )
-    )
-    start = {topic: {"0": 5000}}
-    try:
-        if fail_on_data_loss == "true":
-            with pytest.raises(KafkaException, match="offset 5000 but ends at 2: records were lost"):
-                reader.read(start)
-        else:
-            batches, end = reader.read(start)
-            assert end == {topic: {"0": 2}}
-            assert [v for b in batches for v in b.column("value").to_pylist()] == [b"r0", b"r1"]
-            replay = reader.readBetweenOffsets(start, end)
-            assert [v for b in replay for v in b.column("value").to_pylist()] == [b"r0", b"r1"]
-    finally:
-        reader.stop()
+    reader = _direct_reader(bootstrap, [topic], failOnDataLoss=fail_on_data_loss)
+    planned = KafkaPartition(topic, 0, 0, 5000)
+    if fail_on_data_loss == "true":
+        with pytest.raises(KafkaException, match="ends at 2, before the planned offset 5000: records were lost"):
+            list(reader.read(planned))
+    else:
+        assert [v for b in reader.read(planned) for v in b.column("value").to_pylist()] == [b"r0", b"r1"]
+    reader.stop()
 
 
 def test_starting_offsets_json_starts_at_the_given_offsets(embedded_broker, unique_topic):
-    from frauddetect.kafka_source import KafkaSimpleStreamReader, KafkaSourceOptions
-
     bootstrap = embedded_broker.bootstrap_servers
     first, later = unique_topic("json-a"), unique_topic("json-b")
     kafka_io.ensure_topics(bootstrap, [first, later])
     _produce_batched(bootstrap, first, [f"a{i}".encode() for i in range(104)], first_ts_ms=1_000)
     _produce_batched(bootstrap, later, [f"b{i}".encode() for i in range(3)], first_ts_ms=1_000)
-    reader = KafkaSimpleStreamReader(
-        KafkaSourceOptions.parse(
-            {
-                "kafka.bootstrap.servers": bootstrap,
-                "subscribe": f"{first},{later}",
-                "startingOffsets": f'{{"{first}": {{"0": 100}}, "{later}": {{"0": -1}}}}',
-            }
-        )
-    )
-    try:
-        start = reader.initialOffset()
-        assert start == {first: {"0": 100}, later: {"0": -1}}
-        batches, end = reader.read(start)
-        assert [v for b in batches for v in b.column("value").to_pylist()] == [b"a100", b"a101", b"a102", b"a103"]
-        assert end == {first: {"0": 104}, later: {"0": 3}}  # "latest" is the end after the batched produce
-    finally:
-        reader.stop()
-
-
-def test_later_topics_get_a_looser_cap_against_backlogs(kspark, embedded_broker, unique_topic, tmp_path):
-    bootstrap = embedded_broker.bootstrap_servers
-    first, later = unique_topic("capped"), unique_topic("backlog")
-    kafka_io.ensure_topics(bootstrap, [first, later])
-    _produce_batched(bootstrap, first, [f"a{i}".encode() for i in range(20)], first_ts_ms=1_000)
-    _produce_batched(bootstrap, later, [f"b{i}".encode() for i in range(100)], first_ts_ms=1_000)
-
-    sink = Sink()
-    query = _start(
-        kspark, bootstrap, [first, later], tmp_path / "ckpt", sink, {"processingTime": "0 seconds"},
-        maxOffsetsPerTrigger=10,
-    )
-    try:
-        sink.wait_for(query, {first: 20, later: 100})
-    finally:
-        query.stop()
-
-    per_batch = [Counter(r["topic"] for r in rows) for _, rows in sink.batches if rows]
-    assert [c[later] for c in per_batch] == [40, 40, 20]  # 4 x maxOffsetsPerTrigger
-    assert [r["value"] for r in sink.rows(later)] == [f"b{i}".encode() for i in range(100)]
+    reader = _direct_reader(bootstrap, [first, later],
+                            startingOffsets=f'{{"{first}": {{"0": 100}}, "{later}": {{"0": -1}}}}')
+    start = reader.initialOffset()
+    assert start == {first: {"0": 100}, later: {"0": 3}}  # "latest" is the end after the batched produce
+    _produce_batched(bootstrap, later, [b"b3"], first_ts_ms=2_000)
+    end = reader.latestOffset()
+    assert end == {first: {"0": 104}, later: {"0": 4}}
+    assert _values(reader, start, end) == [b"a100", b"a101", b"a102", b"a103", b"b3"]
+    reader.stop()

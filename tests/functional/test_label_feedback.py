@@ -30,6 +30,8 @@ APP_MODULE = "lambdas.label_feedback.app"
 VALID_EVENT = "apigw_http_verdict_event.json"
 INVALID_EVENT = "apigw_http_verdict_invalid_event.json"
 CARD_NUMBERS = ("4111 1111 1111 1111", "4111111111111111", "5500-0000-0000-0004")
+# The valid event's terminal and customer ids: published in the label, never logged or echoed.
+TERMINAL_ID, CUSTOMER_ID = "TERM-55810293", "CUST-90417733"
 
 
 class FeedbackApp:
@@ -133,6 +135,7 @@ def test_same_verdict_three_times_publishes_one_label(feedback_app, load_event):
     assert rejected == []
     assert (valid.loc[0, "transaction_id"], valid.loc[0, "tx_fraud"], valid.loc[0, "source"]) == (
         "1754031", 1, "analyst:a.moreau")
+    assert (valid.loc[0, "terminal_id"], valid.loc[0, "customer_id"]) == (TERMINAL_ID, CUSTOMER_ID)
     document = json.loads(value)
     assert document["note"] == "Cardholder confirmed by phone: card ****1111 was stolen on 2018-03-30."
     assert first["offset"] == 0 and first["partition"] == 0
@@ -145,8 +148,11 @@ def test_same_verdict_three_times_publishes_one_label(feedback_app, load_event):
     assert published["correlation_id"] == "HxV3qjN2DoEEMsA="  # the API Gateway request id
     assert published["caller_arn"] == "arn:aws:sts::123456789012:assumed-role/FraudAnalyst/a.moreau"
     assert (published["transaction_id"], published["analyst_id"]) == ("1754031", "a.moreau")
-    for secret in (*CARD_NUMBERS, "Cardholder confirmed"):  # the note never reaches the logs
+    # Neither the note nor the terminal/customer ids reach the logs or the answers.
+    for secret in (*CARD_NUMBERS, "Cardholder confirmed", TERMINAL_ID, CUSTOMER_ID):
         assert secret not in logs and secret not in feedback_app.stdout()
+    for secret in (TERMINAL_ID, CUSTOMER_ID):
+        assert all(secret not in json.dumps(answer) for _, answer in answers)
 
 
 def test_base64_encoded_body_is_accepted(feedback_app, load_event):
@@ -162,7 +168,9 @@ def test_invalid_requests_get_400_and_publish_nothing(feedback_app, load_event):
     status, answer = feedback_app.call(load_event(INVALID_EVENT))
     assert status == 400
     assert answer["status"] == "rejected" and answer["message"] == "invalid verdict request"
-    assert {e["field"] for e in answer["errors"]} == {"verdict", "analyst_id", "labeled_at", "customer_id"}
+    # terminal_id is missing (the body misspells it "terminal", an unknown field); customer_id is fine.
+    assert {e["field"] for e in answer["errors"]} == {
+        "verdict", "analyst_id", "labeled_at", "terminal_id", "terminal"}
 
     cases = {
         "not json": {"body": "{\"transaction_id\": \"1754031\", "},
@@ -171,6 +179,8 @@ def test_invalid_requests_get_400_and_publish_nothing(feedback_app, load_event):
         "future": with_body(load_event(VALID_EVENT), labeled_at="2999-01-01T00:00:00Z"),
         "number id": with_body(load_event(VALID_EVENT), transaction_id=1754031),
         "no verdict": with_body(load_event(VALID_EVENT), verdict=...),
+        "no customer id": with_body(load_event(VALID_EVENT), customer_id=...),
+        "empty terminal id": with_body(load_event(VALID_EVENT), terminal_id=""),
     }
     for name, override in cases.items():
         event = override if "requestContext" in override else {**load_event(VALID_EVENT), **override}
@@ -185,14 +195,31 @@ def test_invalid_requests_get_400_and_publish_nothing(feedback_app, load_event):
     assert feedback_app.labels() == []
     assert feedback_app.metric_totals()["InvalidVerdicts"] == 2 + len(cases)
     # Nothing the client sent is echoed into logs or responses, valid-looking or not.
-    for secret in ("CUST-90417733", "5500-0000-0000-0004", "probably_fraud"):
+    for secret in (TERMINAL_ID, CUSTOMER_ID, "5500-0000-0000-0004", "probably_fraud"):
         assert secret not in feedback_app.log_text()
+
+
+def test_a_verdict_without_terminal_id_gets_400_naming_the_field_and_publishes_nothing(feedback_app, load_event):
+    status, answer = feedback_app.call(with_body(load_event(VALID_EVENT), terminal_id=...))
+
+    assert status == 400
+    assert answer == {"status": "rejected", "message": "invalid verdict request",
+                      "errors": [{"field": "terminal_id", "message": "Field required"}]}
+    assert feedback_app.labels() == []
+    assert feedback_app.metric_totals()["InvalidVerdicts"] == 1
+    for secret in (CUSTOMER_ID, "1754031", "a.moreau", "Cardholder confirmed", *CARD_NUMBERS):
+        assert secret not in json.dumps(answer)
+    for secret in (CUSTOMER_ID, "Cardholder confirmed", *CARD_NUMBERS):
+        assert secret not in feedback_app.log_text() and secret not in feedback_app.stdout()
 
 
 def test_a_different_verdict_by_the_same_analyst_conflicts_another_analyst_publishes(feedback_app, load_event):
     assert feedback_app.call(load_event(VALID_EVENT))[0] == 202
 
     status, answer = feedback_app.call(with_body(load_event(VALID_EVENT), verdict="genuine"))
+    assert status == 409 and answer["status"] == "conflict"
+    # the same verdict naming another terminal is a correction, not a duplicate: refused, never dropped silently
+    status, answer = feedback_app.call(with_body(load_event(VALID_EVENT), terminal_id="TERM-00000001"))
     assert status == 409 and answer["status"] == "conflict"
 
     status, answer = feedback_app.call(with_body(load_event(VALID_EVENT), verdict="genuine", analyst_id="j.okafor"))

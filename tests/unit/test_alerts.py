@@ -86,7 +86,7 @@ def test_offset_zero_is_accepted_and_normalised_to_utc():
 
 
 def test_streaming_job_payload_shape_is_accepted():
-    # What frauddetect.pipeline emits: numpy UTC strings with microseconds, and float32 scores that passed
+    # What the streaming job's sinks emit (frauddetect.stream.lake.alert_payloads): numpy UTC strings with microseconds, and float32 scores that passed
     # `score >= threshold` in float32 but sit just below the float64 threshold once widened.
     scores = np.array([0.7], dtype=np.float32)
     assert bool((scores >= 0.7)[0]) and float(scores[0]) < 0.7

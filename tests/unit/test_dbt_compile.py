@@ -19,7 +19,8 @@ import yaml
 
 from frauddetect import analytics
 from frauddetect.features import FEATURE_COLUMNS
-from frauddetect.pipeline import QUARANTINE_COLUMNS, SCORED_COLUMNS
+from frauddetect.stream.lake import QUARANTINE_LAKE_COLUMNS as QUARANTINE_COLUMNS
+from frauddetect.stream.lake import SCORED_LAKE_COLUMNS as SCORED_COLUMNS
 
 pytestmark = pytest.mark.unit
 

@@ -5,13 +5,17 @@ import pandas as pd
 import pytest
 
 from frauddetect.features import (
+    CARD_FEATURE_COLUMNS,
     FEATURE_COLUMNS,
     HANDBOOK_FEATURE_COLUMNS,
-    FeatureState,
+    NO_LABEL,
+    TERMINAL_FEATURE_COLUMNS,
+    card_features,
     calendar_features,
     labels_from_ground_truth,
+    latest_labels,
     offline_features,
-    state_input,
+    terminal_features,
     to_epoch_us,
 )
 
@@ -114,48 +118,45 @@ def test_a_label_counts_only_from_its_labeled_at():
     assert f.loc["q1", "terminal_id_risk_1day_window"] == 1  # labeled_at == t counts
 
 
-def test_micro_batches_equal_one_batch_on_random_data():
-    rng = np.random.default_rng(7)
-    n = 3000
-    times = T0 + pd.to_timedelta(np.sort(rng.integers(0, 60 * 86400, n)), unit="s")
-    tx = pd.DataFrame({
-        "transaction_id": [f"id{i}" for i in range(n)],
-        "tx_datetime": times,
-        "customer_id": rng.integers(0, 40, n).astype(str),
-        "terminal_id": rng.integers(0, 60, n).astype(str),
-        "tx_amount": rng.gamma(2, 30, n).round(2),
-        "tx_fraud": (rng.random(n) < 0.05).astype(int),
-    })
-    expected = offline_features(tx).set_index("transaction_id")
-    labels = pd.DataFrame({"transaction_id": tx["transaction_id"], "tx_fraud": tx["tx_fraud"],
-                           "labeled_at_us": to_epoch_us(tx["tx_datetime"]) + 7 * 86_400_000_000})
-    state = FeatureState()
-    got = []
-    frame_ = state_input(tx)
-    for lo in range(0, n, 250):
-        batch = frame_.iloc[lo : lo + 250]
-        seqs = state.add_transactions(batch)
-        hi_t = batch["time_us"].max()
-        state.apply_labels(labels[labels["labeled_at_us"] <= hi_t])  # labels released so far
-        f = state.features_for(seqs)
-        f.index = batch["transaction_id"].to_numpy()
-        got.append(f)
-        state.evict()
-    got = pd.concat(got)
-    assert len(state) < n  # eviction keeps the state bounded
-    np.testing.assert_allclose(got[list(FEATURE_COLUMNS)].to_numpy(),
-                               expected.loc[got.index, list(FEATURE_COLUMNS)].to_numpy(), atol=1e-9)
+def test_the_card_side_answers_in_the_callers_order_over_any_history_order():
+    """The card operator calls card_features on a shard's rows in storage order: the answer is per row."""
+    rng = np.random.default_rng(3)
+    n = 400
+    times = to_epoch_us(pd.Series(T0 + pd.to_timedelta(np.sort(rng.integers(0, 40 * 86400, n)), unit="s")))
+    cards = rng.integers(0, 9, n).astype(str).astype(object)
+    amounts = rng.gamma(2, 30, n)
+    query = rng.random(n) < 0.3
+    whole = card_features(cards, times, amounts, np.arange(n), query)
+    shuffled = rng.permutation(n)
+    again = card_features(cards[shuffled], times[shuffled], amounts[shuffled], np.arange(n)[shuffled], query[shuffled])
+    # the query rows of the shuffled call, back in the first call's order
+    order = np.argsort(shuffled[np.flatnonzero(query[shuffled])])
+    np.testing.assert_allclose(again.to_numpy()[order], whole.to_numpy())
+    assert list(whole.columns) == list(CARD_FEATURE_COLUMNS)
 
 
-def test_state_round_trips_through_arrow():
-    tx = frame([("a", T0, "c", "t", 10, 0), ("b", T0 + DAY, "c", "t", 20, 0)])
-    state = FeatureState()
-    state.add_transactions(pd.DataFrame({"transaction_id": ["a", "b"], "customer_id": ["c", "c"],
-                                         "terminal_id": ["t", "t"], "time_us": to_epoch_us(tx["tx_datetime"]),
-                                         "tx_amount": [10.0, 20.0]}))
-    back = FeatureState.from_arrow(state.to_arrow())
-    assert back.watermark_us == state.watermark_us and back.next_seq == 2
-    pd.testing.assert_frame_equal(back.table, state.table)
+def test_the_terminal_side_breaks_ties_in_time_by_transaction_id_not_by_arrival():
+    """Two transactions at one terminal in the same second: the newer-looking one is the larger id, whatever
+    the order the stream received them in (they come from different cards, so from different partitions)."""
+    edge = to_epoch_us(pd.Series([T0 - 7 * DAY]))[0]
+    terminal = np.array(["t", "t", "t"], dtype=object)
+    times = np.array([edge, edge, edge + 7 * 86_400_000_000], dtype=np.int64)
+    fraud = np.array([1, 0, 0], dtype=np.int8)
+    labeled_at = np.array([edge, NO_LABEL, NO_LABEL], dtype=np.int64)
+    query = np.array([False, False, True])
+    for ids in (["b", "a", "q"], ["a", "b", "q"]):
+        got = terminal_features(terminal, np.array(ids, dtype=object), times, fraud, labeled_at, query)
+        fraud_is_last = ids[0] > ids[1]  # "b" sorts after "a": it is the last transaction before t - d
+        assert got["terminal_id_fraud_share_last_1_tx"].iloc[0] == (1.0 if fraud_is_last else 0.0)
+        assert got["terminal_id_fraud_share_last_3_tx"].iloc[0] == 0.5
+    assert list(got.columns) == list(TERMINAL_FEATURE_COLUMNS)
+
+
+def test_the_latest_label_of_a_transaction_wins_and_ties_go_to_the_later_one():
+    labels = pd.DataFrame({"transaction_id": ["a", "a", "b", "b"], "tx_fraud": [1, 0, 0, 1],
+                           "labeled_at_us": [10, 20, 5, 5]})
+    got = latest_labels(labels).set_index("transaction_id")
+    assert got.loc["a", "tx_fraud"] == 0 and got.loc["b", "tx_fraud"] == 1
 
 
 def _terminal_history(*, late_label: bool = False):
@@ -202,17 +203,3 @@ def test_terminal_sequence_features_use_a_late_label_only_once_it_has_arrived():
     assert f.loc["q", "terminal_id_fraud_share_last_3_tx"] == 0.0  # e, d (label not in yet), c
     assert f.loc["q", "terminal_id_fraud_share_last_5_tx"] == pytest.approx(1 / 4)  # b only
     assert f.loc["q", "terminal_id_days_since_known_fraud"] == pytest.approx(20.0)  # steps back to b
-
-
-def test_terminal_sequence_features_streamed_equal_offline():
-    tx, labels = _terminal_history(late_label=True)
-    offline = offline_features(tx, labels).set_index("transaction_id")
-    state = FeatureState()
-    rows = state_input(tx)
-    for i in range(len(tx)):  # one transaction per micro-batch, labels applied as their time comes
-        seq = state.add_transactions(rows.iloc[[i]])
-        now = rows["time_us"].iloc[i]
-        state.apply_labels(labels[(labels["labeled_at_us"] <= now) & (labels["tx_fraud"] == 1)])
-        got = state.features_for(seq).iloc[0]
-        np.testing.assert_allclose(got[list(FEATURE_COLUMNS)].to_numpy(dtype=float),
-                                   offline.loc[tx["transaction_id"].iloc[i], list(FEATURE_COLUMNS)].to_numpy(dtype=float))

@@ -24,10 +24,13 @@ from frauddetect.schemas import parse_labels
 pytestmark = pytest.mark.unit
 
 RECEIVED = datetime(2026, 3, 10, 9, 14, 7, 213000, tzinfo=timezone.utc)
+TERMINAL_ID = "TERM-55810293"
+CUSTOMER_ID = "CUST-90417733"
 
 
 def body(**overrides) -> dict:
-    fields = {"transaction_id": "1754031", "verdict": "fraud", "analyst_id": "a.moreau"}
+    fields = {"transaction_id": "1754031", "terminal_id": TERMINAL_ID, "customer_id": CUSTOMER_ID,
+              "verdict": "fraud", "analyst_id": "a.moreau"}
     fields.update(overrides)
     return {k: v for k, v in fields.items() if v is not ...}
 
@@ -49,12 +52,25 @@ def test_verdict_maps_to_a_label_event_the_stream_accepts(verdict, tx_fraud):
     assert row["tx_fraud"] == tx_fraud
     assert row["source"] == "analyst:a.moreau"
     assert row["labeled_at_us"] == int(datetime(2018, 4, 2, 9, 30, tzinfo=timezone.utc).timestamp() * 1_000_000)
+    assert (row["terminal_id"], row["customer_id"]) == (TERMINAL_ID, CUSTOMER_ID)
     value = json.loads(record.value)
     assert value["labeled_at"] == "2018-04-02T09:30:00Z"
     assert value["verdict"] == verdict and value["analyst_id"] == "a.moreau"
     assert value["received_at"] == "2026-03-10T09:14:07.213000Z"
     assert "note" not in value
     assert record.label.tx_fraud == tx_fraud
+    assert (record.label.terminal_id, record.label.customer_id) == (TERMINAL_ID, CUSTOMER_ID)
+
+
+def test_the_label_carries_the_alerts_terminal_and_customer_ids_unmasked():
+    """The stream finds the transaction by (terminal_id, transaction_id): the ids go out exactly as given."""
+    record = label_record(request(terminal_id="4821", customer_id="7"), received_at=RECEIVED)
+    value = json.loads(record.value)
+    assert (value["terminal_id"], value["customer_id"]) == ("4821", "7")
+    valid, rejected = parse_labels([record.value])
+    assert rejected == []
+    assert valid[["transaction_id", "terminal_id", "customer_id"]].values.tolist() == [["1754031", "4821", "7"]]
+    assert record.key == b"1754031"  # still keyed by transaction id
 
 
 def test_labeled_at_defaults_to_the_time_the_request_was_received():
@@ -110,6 +126,14 @@ def test_redact_card_numbers(text, expected):
         ({"transaction_id": 1754031}, "transaction_id", "Input should be a valid string"),
         ({"transaction_id": ""}, "transaction_id", "at least 1 character"),
         ({"transaction_id": "17540\n31"}, "transaction_id", "should match pattern"),
+        ({"terminal_id": ...}, "terminal_id", "Field required"),
+        ({"terminal_id": 4821}, "terminal_id", "Input should be a valid string"),
+        ({"terminal_id": ""}, "terminal_id", "at least 1 character"),
+        ({"terminal_id": "T" * 129}, "terminal_id", "at most 128 characters"),
+        ({"terminal_id": "TERM-\t55810293"}, "terminal_id", "should match pattern"),
+        ({"customer_id": ...}, "customer_id", "Field required"),
+        ({"customer_id": 90417733}, "customer_id", "Input should be a valid string"),
+        ({"customer_id": "CUST-9041773\u0000"}, "customer_id", "should match pattern"),
         ({"analyst_id": ...}, "analyst_id", "Field required"),
         ({"analyst_id": "a" * (MAX_ANALYST_ID_CHARS + 1)}, "analyst_id", "at most 56 characters"),
         ({"analyst_id": "robert'); drop table"}, "analyst_id", "should match pattern"),
@@ -119,7 +143,7 @@ def test_redact_card_numbers(text, expected):
         ({"labeled_at": "2018-04-02T11:30:00+02:00"}, "labeled_at", "must be in UTC"),
         ({"labeled_at": 1522661400}, "labeled_at", "ISO-8601"),
         ({"labeled_at": "yesterday"}, "labeled_at", "datetime"),
-        ({"customer_id": "CUST-90417733"}, "customer_id", "Extra inputs are not permitted"),
+        ({"terminal": "TERM-55810293"}, "terminal", "Extra inputs are not permitted"),  # misspelt terminal_id
     ],
 )
 def test_invalid_requests_are_rejected_with_a_message_naming_the_field_not_the_value(overrides, field, message):
@@ -128,9 +152,16 @@ def test_invalid_requests_are_rejected_with_a_message_naming_the_field_not_the_v
     errors = describe_validation_error(caught.value)
     assert any(e["field"] == field and message in e["message"] for e in errors), errors
     text = json.dumps(errors)
-    for value in overrides.values():
+    for value in (*overrides.values(), TERMINAL_ID, CUSTOMER_ID):
         if isinstance(value, str) and len(value) > 8:
             assert value not in text  # never echoed back
+
+
+def test_missing_terminal_id_is_named_without_echoing_the_other_ids():
+    with pytest.raises(ValidationError) as caught:
+        request(terminal_id=...)
+    assert describe_validation_error(caught.value) == [{"field": "terminal_id", "message": "Field required"}]
+    assert CUSTOMER_ID not in json.dumps(describe_validation_error(caught.value))
 
 
 def test_request_is_immutable_and_round_trips():

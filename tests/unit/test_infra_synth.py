@@ -507,7 +507,7 @@ def test_streaming_job_is_a_single_glue_6_streaming_run_in_the_vpc(synth: Synth)
 
 def test_streaming_job_arguments_are_what_the_job_parses(synth: Synth) -> None:
     """The job definition's arguments, as Glue hands them to the script, pass the job's own parser."""
-    from frauddetect.streaming import parse_args
+    from frauddetect.stream.config import SPARK_STATE_CONF, STATE_STORE_PROVIDER, parse_args
 
     spec = importlib.util.spec_from_file_location("glue_streaming_job", REPO_ROOT / "glue_jobs" / "streaming_job.py")
     wrapper = importlib.util.module_from_spec(spec)
@@ -516,15 +516,31 @@ def test_streaming_job_arguments_are_what_the_job_parses(synth: Synth) -> None:
     argv = ["--JOB_NAME", job["Properties"]["Name"], "--JOB_RUN_ID", "jr_1"]
     for name, value in job["Properties"]["DefaultArguments"].items():
         argv += [name, render(value)]
-    config = parse_args(wrapper._job_args(argv))
+    config, master = parse_args(wrapper._job_args(argv))
+    assert master is None  # Glue's launcher sets it
+    streaming = synth.config.streaming
     assert config.endpoint_name == synth.config.endpoint_name
     assert config.threshold == synth.config.alert_threshold() == {"dev": 0.5, "prod": 0.42}[synth.config.name]
     assert config.model_dir is None  # scored through the endpoint; no TensorFlow on Glue
-    assert config.max_offsets_per_trigger == synth.config.streaming.max_offsets_per_trigger
+    assert config.max_offsets_per_trigger == {"dev": 50_000, "prod": 200_000}[synth.config.name]
+    assert config.trigger_seconds == {"dev": 5.0, "prod": 1.0}[synth.config.name]
+    assert config.allowed_lateness_seconds == 86_400 and config.state_bootstrap == "lake"  # the job's defaults
+    # the stateful operators scale with the executors: one shuffle partition per executor core
+    cores = {"dev": 1 * 2, "prod": 2 * 4}[synth.config.name]
+    assert streaming.executor_cores() == cores
+    assert (config.shuffle_partitions, config.card_state_shards, config.terminal_state_shards) == (cores, 4 * cores,
+                                                                                                   4 * cores)
+    assert config.spark_checkpoint().startswith("s3://") and config.spark_checkpoint().endswith("/streaming/spark")
+    conf = dict(item.split("=", 1) for item in render(job["Properties"]["DefaultArguments"]["--conf"]).split(" --conf "))
+    assert conf == SPARK_STATE_CONF
+    assert conf["spark.sql.streaming.stateStore.providerClass"] == STATE_STORE_PROVIDER
+    assert conf["spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled"] == "true"
     assert config.lake_uri.endswith("/lake")
     # MSK takes IAM over TLS only: the job's every Kafka client must select it, for the stack's region.
     assert (config.kafka_auth, config.kafka_region) == ("msk-iam", "<AWS::Region>")
-    assert config.source_options()["kafka.sasl.mechanism"] == "AWS_MSK_IAM"  # Spark's source (Java client)
+    for topic in ("transactions", "labels"):
+        assert config.source_options(topic)["kafka.sasl.mechanism"] == "AWS_MSK_IAM"  # Spark's source (Java client)
+    assert "maxOffsetsPerTrigger" not in config.source_options("labels")  # labels uncapped: never behind
     assert config.kafka_client_settings()["sasl.mechanism"] == "OAUTHBEARER"  # the sinks' confluent-kafka
 
 
@@ -909,7 +925,8 @@ def test_lambda_asset_holds_only_the_handler_packages_and_the_job_package_only_f
     package = render(job["Properties"]["DefaultArguments"]["--extra-py-files"]).rsplit("/", 1)[1]
     package_dir = synth.outdir / f"asset.{package.removesuffix('.zip')}"
     assert sorted(p.name for p in package_dir.iterdir()) == ["frauddetect"]
-    assert (package_dir / "frauddetect" / "streaming.py").is_file()
+    assert (package_dir / "frauddetect" / "stream" / "job.py").is_file()
+    assert (package_dir / "frauddetect" / "stream" / "log4j2.properties").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -984,11 +1001,13 @@ def test_granular_nag_suppressions_name_their_findings(synth: Synth) -> None:
 
 
 def test_lake_keeps_what_the_job_needs_to_rebuild_its_state(synth: Synth) -> None:
-    """A job started with --state-bootstrap lake reads the last FeatureState.retention_us (+1 day) of scored
-    transactions; the lake must not expire them sooner."""
-    from frauddetect.features import FeatureState
+    """A job started with --state-bootstrap lake reads the terminal retention plus the allowed lateness (+1 day)
+    of scored transactions; the lake must not expire them sooner."""
+    from frauddetect.features import TERMINAL_RETENTION_US
+    from frauddetect.stream.config import JobConfig
 
-    look_back_days = FeatureState().retention_us / 86_400e6 + 1
+    lateness_s = JobConfig.model_fields["allowed_lateness_seconds"].get_default()
+    look_back_days = (TERMINAL_RETENTION_US / 1e6 + lateness_s) / 86_400 + 1
     expiry = synth.config.lake.expiration_days
     assert expiry is None or expiry >= look_back_days + 7, (expiry, look_back_days)
     lake_id = next(i for i in synth.resources("AWS::S3::Bucket", "Data") if "LakeBucket" in i)

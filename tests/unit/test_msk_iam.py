@@ -105,12 +105,13 @@ class _Clients:
 
 
 def _job_config(tmp_path, *extra: str):
-    from frauddetect.streaming import parse_args
+    from frauddetect.stream.config import parse_args
 
-    return parse_args(
+    config, _ = parse_args(
         ["--bootstrap-servers", "b-1:9098", "--lake-uri", str(tmp_path / "lake"),
          "--checkpoint-uri", str(tmp_path / "ckpt"), "--model-dir", "m", *extra]
     )
+    return config
 
 
 def _assert_msk_iam(config: dict, signer: list[str], region: str) -> None:
@@ -133,57 +134,61 @@ def test_auth_settings_is_the_one_switch(signer: list[str]) -> None:
 def test_kafka_confluent_source_builds_msk_iam_in_every_process_from_string_options(
     tmp_path, monkeypatch: pytest.MonkeyPatch, signer: list[str]
 ) -> None:
-    from frauddetect import kafka_source
+    from frauddetect.stream import source
+    from frauddetect.stream.source_options import KafkaSourceOptions
 
-    options = _job_config(tmp_path, "--kafka-auth", "msk-iam", "--kafka-region", "eu-west-1").source_options()
-    assert (options["auth"], options["authRegion"]) == ("msk-iam", "eu-west-1")
-    assert all(isinstance(v, str) for v in options.values())  # what Spark can hand to other processes
-    # Spark pickles the reader (and its options) to the processes that open consumers: the callback is
-    # built there, from the strings.
-    parsed = pickle.loads(pickle.dumps(kafka_source.KafkaSourceOptions.parse(options)))
+    for topic in ("transactions", "labels"):
+        options = _job_config(tmp_path, "--kafka-auth", "msk-iam", "--kafka-region", "eu-west-1").source_options(topic)
+        assert (options["auth"], options["authRegion"]) == ("msk-iam", "eu-west-1")
+        assert all(isinstance(v, str) for v in options.values())  # what Spark can hand to other processes
+    # Spark pickles the reader (and its options) to the executors that read: the callback is built there
+    parsed = pickle.loads(pickle.dumps(KafkaSourceOptions.parse(options)))
     clients = _Clients()
-    monkeypatch.setattr(kafka_source, "Consumer", clients)
-    reader = kafka_source.KafkaSimpleStreamReader(parsed)
-    topic_reader = reader._reader("transactions")  # the long-lived reader of a topic
-    assert topic_reader.fetch_ends([], 1.0) == {}  # its throw-away end-offset probe
-    with kafka_source._BoundedReader(parsed):  # readBetweenOffsets' reader (executors, after a restart)
-        pass
-    assert len(clients.configs) == 3
+    monkeypatch.setattr(source, "Consumer", clients)
+    monkeypatch.setattr(source, "_CONSUMERS", {})
+    reader = source.KafkaStreamReader(parsed)
+    reader._probe()  # the driver's planning consumer
+    source._consumer(parsed)  # an executor's reading consumer
+    assert len(clients.configs) == 2
     for config in clients.configs:
         _assert_msk_iam(config, signer, "eu-west-1")
         assert config["bootstrap.servers"] == "b-1:9098" and config["enable.partition.eof"] is True
 
 
 def test_kafka_confluent_source_rejects_msk_iam_without_region() -> None:
-    from frauddetect.kafka_source import KafkaSourceOptions
+    from frauddetect.stream.source_options import KafkaSourceOptions
 
     with pytest.raises(ValueError, match="kafka_confluent: options 'auth'/'authRegion'.*region"):
         KafkaSourceOptions.parse({"kafka.bootstrap.servers": "b:9098", "subscribe": "t", "auth": "msk-iam"})
 
 
 def test_spark_kafka_source_on_glue_gets_the_java_clients_msk_iam_settings(tmp_path) -> None:
-    options = _job_config(
-        tmp_path, "--source-format", "kafka", "--kafka-auth", "msk-iam", "--kafka-region", "eu-west-1"
-    ).source_options()
-    assert options["kafka.security.protocol"] == "SASL_SSL"
-    assert options["kafka.sasl.mechanism"] == "AWS_MSK_IAM"
-    assert options["kafka.sasl.jaas.config"] == "software.amazon.msk.auth.iam.IAMLoginModule required;"
-    assert options["kafka.sasl.client.callback.handler.class"].endswith("IAMClientCallbackHandler")
-    assert "auth" not in options  # options Spark's source does not know are not passed to it
+    for topic in ("transactions", "labels"):
+        options = _job_config(
+            tmp_path, "--source-format", "kafka", "--kafka-auth", "msk-iam", "--kafka-region", "eu-west-1"
+        ).source_options(topic)
+        assert options["kafka.security.protocol"] == "SASL_SSL"
+        assert options["kafka.sasl.mechanism"] == "AWS_MSK_IAM"
+        assert options["kafka.sasl.jaas.config"] == "software.amazon.msk.auth.iam.IAMLoginModule required;"
+        assert options["kafka.sasl.client.callback.handler.class"].endswith("IAMClientCallbackHandler")
+        assert "auth" not in options  # options Spark's source does not know are not passed to it
 
 
 def test_sink_producer_and_consumers_get_msk_iam(tmp_path, monkeypatch: pytest.MonkeyPatch, signer) -> None:
     import confluent_kafka
 
-    from frauddetect import kafka_io, streaming
+    from frauddetect import kafka_io
+    from frauddetect.stream import sinks
 
     producers, consumers = _Clients(), _Clients()
-    monkeypatch.setattr(streaming, "Producer", producers)
+    monkeypatch.setattr(confluent_kafka, "Producer", producers)
+    monkeypatch.setattr(sinks, "_PRODUCERS", {})
     monkeypatch.setattr(kafka_io, "Consumer", consumers)  # end_offsets_via_fetch's
     monkeypatch.setattr(confluent_kafka, "Consumer", consumers)  # the duplicate check's own reader
     config = _job_config(tmp_path, "--kafka-auth", "msk-iam", "--kafka-region", "eu-central-1")
-    job = streaming.StreamingJob(config, scorer=None, threshold=0.5)
-    assert job.sinks._already_published(0) == {"fraud-alerts": set(), "quarantine": set()}
+    settings = sinks.SinkSettings(config.lake_uri, config.bootstrap_servers, config.kafka_auth, config.kafka_region)
+    assert sinks.already_published(settings, {}, 0, 0) == {"fraud-alerts": set(), "quarantine": set()}
+    sinks._producer(settings)
     assert len(producers.configs) == 1 and len(consumers.configs) == 2
     (producer,) = producers.configs
     assert producer["enable.idempotence"] is True and producer["acks"] == "all"
@@ -192,20 +197,26 @@ def test_sink_producer_and_consumers_get_msk_iam(tmp_path, monkeypatch: pytest.M
 
 
 def test_kafka_auth_none_leaves_the_local_configuration_as_it_was(tmp_path, monkeypatch) -> None:
-    from frauddetect import kafka_io, streaming
-    from frauddetect.kafka_source import KafkaSourceOptions
+    import confluent_kafka
+
+    from frauddetect import kafka_io
+    from frauddetect.stream import sinks
+    from frauddetect.stream.source_options import KafkaSourceOptions
 
     config = _job_config(tmp_path)
     assert (config.kafka_auth, config.kafka_region, config.kafka_client_settings()) == ("none", None, {})
-    options = config.source_options()
+    options = config.source_options("transactions")
     assert options == {
         "kafka.bootstrap.servers": "b-1:9098",
-        "subscribe": "transactions,labels",
+        "subscribe": "transactions",
         "startingOffsets": "earliest",
+        "failOnDataLoss": "true",
         "maxOffsetsPerTrigger": "50000",
+        "plannedOffsetsPath": str(tmp_path / "ckpt" / "sources" / "transactions.json"),
     }
     assert not SECURITY_KEYS & set(KafkaSourceOptions.parse(options).consumer_config())
     producers = _Clients()
-    monkeypatch.setattr(streaming, "Producer", producers)
-    streaming.StreamingJob(config, scorer=None, threshold=0.5)
+    monkeypatch.setattr(confluent_kafka, "Producer", producers)
+    monkeypatch.setattr(sinks, "_PRODUCERS", {})
+    sinks._producer(sinks.SinkSettings(config.lake_uri, config.bootstrap_servers))
     assert producers.configs == [kafka_io.producer_config("b-1:9098", **{"enable.idempotence": True})]

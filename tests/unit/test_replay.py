@@ -28,12 +28,14 @@ def test_labels_are_released_after_the_delay_and_merged_in_event_time():
     # the label of tx 1 (2018-08-02 08:00) is released at 2018-08-09 08:00, before the window's transactions
     assert kinds == ["label", "transaction", "transaction", "transaction"]
     label = json.loads(plan.events["value"].iloc[0])
-    assert label == {"transaction_id": "1", "tx_fraud": 1, "labeled_at": "2018-08-09T08:00:00.000000Z",
-                     "source": "replayed_ground_truth"}
+    assert label == {"transaction_id": "1", "terminal_id": "70", "customer_id": "7", "tx_fraud": 1,
+                     "labeled_at": "2018-08-09T08:00:00.000000Z", "source": "replayed_ground_truth"}
     first_tx = json.loads(plan.events["value"].iloc[1])
     assert first_tx == {"transaction_id": "2", "tx_datetime": "2018-08-09T09:00:00Z", "customer_id": "7",
                         "terminal_id": "70", "tx_amount": 20.5}
     assert plan.n_transactions == 3 and plan.n_labels == 1  # labels of 08-09 are released after the window
+    # each record's Kafka timestamp is its event time (what the stream's clock-skew check compares with)
+    assert plan.events["timestamp_ms"].tolist() == [1533801600000, 1533805200000, 1533808800000, 1533812400000]
 
 
 def test_a_label_released_at_a_transaction_time_comes_first():

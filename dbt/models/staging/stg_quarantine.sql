@@ -1,4 +1,4 @@
--- One row per quarantined Kafka record: key/value -> record_key/record_value, event_date -> quarantined_date.
+-- One row per quarantined Kafka record: key/value -> record_key/record_value, event_date -> record_date.
 with lake as (
     select * from {{ fd_lake_source('quarantine') }}
 )
@@ -11,5 +11,5 @@ select
     cast(value as varchar) as record_value,
     cast(reason as varchar) as reason,
     {{ fd_utc_timestamp('quarantined_at') }} as quarantined_at,
-    cast(event_date as date) as quarantined_date
+    cast(event_date as date) as record_date
 from lake
