@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -58,6 +59,14 @@ class JobConfig(BaseModel):
         '({"transactions": {"0": 42}, "labels": {"0": 7}}; -2 earliest, -1 latest). A job restarted without its '
         "checkpoint but with state_bootstrap 'lake' should start where the lake ends: with 'earliest' the "
         "records it already scored come again and are quarantined as duplicates")
+
+    @field_validator("lake_uri", "checkpoint_uri", "model_dir", "state_bootstrap")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # executors run in other working directories (local-cluster, Glue): a relative path must not reach them
+        if value is None or "://" in value or value == "lake":
+            return value
+        return str(Path(value).expanduser().resolve())
 
     @field_validator("starting_offsets")
     @classmethod

@@ -48,8 +48,11 @@ def test_arguments_round_trip_and_defaults_live_in_the_config_only():
                     "--allowed-lateness-seconds", "60", "--kafka-option", "kafka.fetch.min.bytes=1"]
     parsed, master = parse_args(argv + ["--master", "local-cluster[2,1,1024]"])
     assert parsed == config and master == "local-cluster[2,1,1024]"
-    defaults, _ = parse_args(BASE + ["--model-dir", "m"])
-    assert defaults.to_argv() == BASE + ["--model-dir", "m"]
+    defaults, _ = parse_args(BASE + ["--model-dir", "/m"])
+    assert defaults.to_argv() == BASE + ["--model-dir", "/m"]
+    # executors run elsewhere (local-cluster, Glue): local paths reach them absolute
+    relative, _ = parse_args(BASE + ["--model-dir", "runs/m"])
+    assert relative.model_dir == str(Path("runs/m").resolve())
     assert (defaults.state_bootstrap, defaults.max_offsets_per_trigger, defaults.allowed_lateness_seconds) == \
         ("lake", 50_000, 86_400)
 
