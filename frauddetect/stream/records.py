@@ -63,14 +63,18 @@ _QUARANTINE_FIELDS = [
     StructField("raw_value", BinaryType()),
 ]
 
+_ROW_FIELDS = [
+    StructField("kind", StringType()),
+    StructField("transaction_id", StringType()),
+    StructField("customer_id", StringType()),
+    StructField("terminal_id", StringType()),
+    StructField("time_us", LongType()),
+    StructField("tx_amount", DoubleType()),
+]
+
 PARSED_TRANSACTION_SCHEMA = StructType(
     [
-        StructField("kind", StringType()),
-        StructField("transaction_id", StringType()),
-        StructField("customer_id", StringType()),
-        StructField("terminal_id", StringType()),
-        StructField("time_us", LongType()),
-        StructField("tx_amount", DoubleType()),
+        *_ROW_FIELDS,
         *_KAFKA_FIELDS,
         *_QUARANTINE_FIELDS,
         StructField("event_time", TimestampType()),
@@ -81,12 +85,7 @@ quarantined records, so that no bad record moves the watermark)."""
 
 STREAM_SCHEMA = StructType(
     [
-        StructField("kind", StringType()),
-        StructField("transaction_id", StringType()),
-        StructField("customer_id", StringType()),
-        StructField("terminal_id", StringType()),
-        StructField("time_us", LongType()),
-        StructField("tx_amount", DoubleType()),
+        *_ROW_FIELDS,
         StructField("tx_fraud", IntegerType()),
         StructField("labeled_at_us", LongType()),
         StructField("label_source", StringType()),
